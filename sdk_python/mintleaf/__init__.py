@@ -14,9 +14,10 @@ from typing import Any
 
 import grpc
 
+from ._gen.google.protobuf import FieldMask, ListValue, Struct, Value
 from ._gen.mintleaf import v1
 
-__all__ = ["Client", "v1"]
+__all__ = ["Client", "FieldMask", "ListValue", "Struct", "Value", "v1"]
 
 
 class _AuthInterceptor(

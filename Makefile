@@ -1,0 +1,60 @@
+# One task runner for everything. `make demo` and `make test` are the README's two commands: both
+# set everything up first (a virtualenv with pinned packages, buf from npm), so they work on a fresh
+# machine with nothing installed by hand.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup gen check-gen lint test test-unit test-integration bench demo serve clean
+
+setup: $(STAMP) node_modules/.stamp
+
+$(STAMP): requirements/lock.txt requirements/base.txt requirements/dev.txt server/pyproject.toml sdk_python/pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e server -e sdk_python
+	touch $(STAMP)
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch node_modules/.stamp
+
+gen: setup
+	bash scripts/gen.sh
+
+check-gen: setup
+	bash scripts/gen.sh --check
+
+lint: setup
+	buf lint
+	bash scripts/gen.sh --check
+	$(BIN)/ruff check server/mintleaf_server sdk_python/mintleaf tests bench scripts
+	$(BIN)/ruff format --check server/mintleaf_server sdk_python/mintleaf tests bench scripts
+	$(BIN)/mypy
+
+# The whole suite: lint, then every test tier in parallel (xdist), slow fault tests included.
+test: lint
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q
+
+test-unit: setup
+	$(BIN)/python -m pytest tests/unit -q
+
+test-integration: setup
+	$(BIN)/python -m pytest tests/integration -q
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+# Starts the embedded server and runs the quick start against it.
+demo: setup
+	$(BIN)/python scripts/demo.py
+
+serve: setup
+	$(BIN)/mintleaf-server serve
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .mypy_cache

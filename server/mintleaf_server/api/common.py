@@ -1,0 +1,173 @@
+"""What every servicer shares: the handler wrapper (auth + error mapping), id parsing, paging and
+conversions between protobuf well-known types and plain Python values."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from ..store.db import decode_page_token
+from .errors import InvalidArgument, abort, from_exception
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+__all__ = [
+    "page_size",
+    "parse_id",
+    "parse_optional_id",
+    "struct_to_dict",
+    "to_struct",
+    "to_timestamp",
+    "to_value",
+    "unary",
+    "streaming",
+    "value_to_python",
+]
+
+log = logging.getLogger("mintleaf.api")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class Servicer:
+    """Base of every servicer: holds the runtime (settings, database, redis, authenticator...)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+
+def unary(
+    fn: Callable[[Any, Req, grpc.aio.ServicerContext, uuid.UUID], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    """Authenticates the call, runs the handler with the developer id, maps any error to a status."""
+
+    @functools.wraps(fn)
+    async def handler(self: Servicer, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            developer_id = await self.rt.auth.authenticate(context)
+            return await fn(self, request, context, developer_id)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            error = from_exception(exc)
+            if error.reason == "INTERNAL":
+                log.exception("internal error in %s", fn.__name__)
+            await abort(context, error)
+            raise  # unreachable: abort raises
+
+    return handler
+
+
+def streaming(
+    fn: Callable[[Any, Req, grpc.aio.ServicerContext, uuid.UUID], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    """The same as `unary`, for server-streaming handlers (async generators)."""
+
+    @functools.wraps(fn)
+    async def handler(self: Servicer, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+        try:
+            developer_id = await self.rt.auth.authenticate(context)
+            async for item in fn(self, request, context, developer_id):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
+            raise
+        except Exception as exc:
+            error = from_exception(exc)
+            if error.reason == "INTERNAL":
+                log.exception("internal error in %s", fn.__name__)
+            await abort(context, error)
+
+    return handler
+
+
+def parse_id(value: str, field: str) -> uuid.UUID:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(field, f"{value[:80]!r} is not a UUID") from None
+
+
+def parse_optional_id(value: str, field: str) -> uuid.UUID | None:
+    return parse_id(value, field) if value else None
+
+
+def page_size(requested: int, runtime: Runtime, field: str = "page_size") -> int:
+    limits = runtime.settings.limits
+    if requested < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if requested > limits.max_page_size:
+        raise InvalidArgument(field, f"must be at most {limits.max_page_size}")
+    return requested or limits.default_page_size
+
+
+def page_token(token: str) -> str:
+    """Validates a page token up front so a bad one is INVALID_ARGUMENT, not INTERNAL."""
+    if token:
+        try:
+            decode_page_token(token)
+        except Exception:
+            raise InvalidArgument("page_token", "is not a token this server issued") from None
+    return token
+
+
+def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(message)
+
+
+def value_to_python(message: struct_pb2.Value) -> Any:
+    return json_format.MessageToDict(message)
+
+
+def to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if value:
+        s.update(_jsonable(dict(value)))
+    return s
+
+
+def to_value(value: Any) -> struct_pb2.Value:
+    v = struct_pb2.Value()
+    json_format.ParseDict(_jsonable(value), v)
+    return v
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def check_metadata(struct_present: bool, message: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    """Free-form metadata: any JSON object, at most 64 KiB serialized."""
+    if not struct_present:
+        return {}
+    value = struct_to_dict(message)
+    if len(message.SerializeToString()) > 64 * 1024:
+        raise InvalidArgument(field, "must be at most 64 KiB")
+    return value

@@ -1,0 +1,1 @@
+"""Shared test support: real servers (embedded PostgreSQL, Redis, the gRPC app) on loopback."""
