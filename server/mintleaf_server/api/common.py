@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
 
 __all__ = [
+    "InternalContext",
+    "Servicer",
     "page_size",
     "parse_id",
     "parse_optional_id",
@@ -39,6 +41,28 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+class InternalContext:
+    """A call made in-process on a developer's behalf (system tools): no API key to check.
+
+    Servicer methods accept it in place of a grpc.aio.ServicerContext; errors are raised as
+    ApiError instead of aborting a call."""
+
+    def __init__(self, developer_id: uuid.UUID) -> None:
+        self.developer_id = developer_id
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    def time_remaining(self) -> float | None:
+        return None
+
+
+async def _developer(self: Servicer, context: Any) -> uuid.UUID:
+    if isinstance(context, InternalContext):
+        return context.developer_id
+    return await self.rt.auth.authenticate(context)
+
+
 class Servicer:
     """Base of every servicer: holds the runtime (settings, database, redis, authenticator...)."""
 
@@ -54,11 +78,13 @@ def unary(
     @functools.wraps(fn)
     async def handler(self: Servicer, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
-            developer_id = await self.rt.auth.authenticate(context)
+            developer_id = await _developer(self, context)
             return await fn(self, request, context, developer_id)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
+            if isinstance(context, InternalContext):
+                raise from_exception(exc) from exc
             error = from_exception(exc)
             if error.reason == "INTERNAL":
                 log.exception("internal error in %s", fn.__name__)
@@ -76,12 +102,14 @@ def streaming(
     @functools.wraps(fn)
     async def handler(self: Servicer, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
         try:
-            developer_id = await self.rt.auth.authenticate(context)
+            developer_id = await _developer(self, context)
             async for item in fn(self, request, context, developer_id):
                 yield item
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
             raise
         except Exception as exc:
+            if isinstance(context, InternalContext):
+                raise from_exception(exc) from exc
             error = from_exception(exc)
             if error.reason == "INTERNAL":
                 log.exception("internal error in %s", fn.__name__)
