@@ -27,7 +27,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import mintleaf  # noqa: E402
 from mintleaf import v1  # noqa: E402
 
 
@@ -35,8 +34,19 @@ def cold_start(data_dir: Path) -> float:
     port_file = Path(tempfile.mkdtemp()) / "port"
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mintleaf_server.cli", "--data-dir", str(data_dir), "serve", "--listen", "127.0.0.1:0",
-         "--port-file", str(port_file), "--no-worker"],
+        [
+            sys.executable,
+            "-m",
+            "mintleaf_server.cli",
+            "--data-dir",
+            str(data_dir),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            str(port_file),
+            "--no-worker",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -45,7 +55,9 @@ def cold_start(data_dir: Path) -> float:
                 raise RuntimeError("server exited")
             time.sleep(0.005)
         with grpc.insecure_channel(f"127.0.0.1:{port_file.read_text()}") as ch:
-            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=30)
+            resp = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=30
+            )
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
         return time.perf_counter() - t0
     finally:
@@ -95,8 +107,12 @@ def main() -> None:
         d = Path(tempfile.mkdtemp()) / "data"
         fresh.append(cold_start(d))
         existing.append(cold_start(d))
-    print(f"cold start, fresh data dir:    median {statistics.median(fresh):.2f} s  (runs: {', '.join(f'{x:.2f}' for x in fresh)})")
-    print(f"cold start, existing data dir: median {statistics.median(existing):.2f} s  (runs: {', '.join(f'{x:.2f}' for x in existing)})")
+    print(
+        f"cold start, fresh data dir:    median {statistics.median(fresh):.2f} s  (runs: {', '.join(f'{x:.2f}' for x in fresh)})"
+    )
+    print(
+        f"cold start, existing data dir: median {statistics.median(existing):.2f} s  (runs: {', '.join(f'{x:.2f}' for x in existing)})"
+    )
 
     from support.harness import ServerThread, start_test_postgres, start_test_redis
 
@@ -118,15 +134,30 @@ def main() -> None:
         echo_call(get_bytes)
     t_get, t_create, t_echo_get, t_echo_create = [], [], [], []
     for _ in range(args.calls):
-        t0 = time.perf_counter(); echo_call(get_bytes); t_echo_get.append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); client.agents.get_agent(get_req); t_get.append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); echo_call(create_bytes); t_echo_create.append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); client.agents.create_agent(create_req); t_create.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        echo_call(get_bytes)
+        t_echo_get.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        client.agents.get_agent(get_req)
+        t_get.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        echo_call(create_bytes)
+        t_echo_create.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        client.agents.create_agent(create_req)
+        t_create.append(time.perf_counter() - t0)
 
     def row(name: str, xs: list[float], base: list[float]) -> None:
-        p50, p99, b50, b99 = (pct(xs, 0.5) * 1e3, pct(xs, 0.99) * 1e3, pct(base, 0.5) * 1e3, pct(base, 0.99) * 1e3)
-        print(f"{name:<12} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms | echo p50 {b50:6.3f} ms p99 {b99:6.3f} ms"
-              f" | overhead p50 {p50 - b50:6.3f} ms  ratio {p50 / b50:5.2f}x")
+        p50, p99, b50, b99 = (
+            pct(xs, 0.5) * 1e3,
+            pct(xs, 0.99) * 1e3,
+            pct(base, 0.5) * 1e3,
+            pct(base, 0.99) * 1e3,
+        )
+        print(
+            f"{name:<12} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms | echo p50 {b50:6.3f} ms p99 {b99:6.3f} ms"
+            f" | overhead p50 {p50 - b50:6.3f} ms  ratio {p50 / b50:5.2f}x"
+        )
 
     print(f"\n{args.calls} calls each, interleaved, one client thread:")
     row("GetAgent", t_get, t_echo_get)

@@ -45,8 +45,18 @@ main:
 def start_server() -> tuple[subprocess.Popen[bytes], str]:
     port_file = Path(tempfile.mkdtemp()) / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mintleaf_server.cli", "--data-dir", str(DATA), "serve",
-         "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
+        [
+            sys.executable,
+            "-m",
+            "mintleaf_server.cli",
+            "--data-dir",
+            str(DATA),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            str(port_file),
+        ],
     )
     deadline = time.monotonic() + 60
     while not port_file.exists():
@@ -73,16 +83,35 @@ def main() -> int:
     try:
         key = (DATA / "api_key").read_text().strip()
         with mintleaf.Client(target, api_key=key) as client:
-            agent = client.agents.create_agent(v1.CreateAgentRequest(agent=v1.Agent(
-                name="Demo Agent", about="An agent created by the Mintleaf demo", model="gpt-4o-mini",
-                instructions=["Be concise."], metadata=Struct.from_dict({"created_by": "demo"}))))
+            agent = client.agents.create_agent(
+                v1.CreateAgentRequest(
+                    agent=v1.Agent(
+                        name="Demo Agent",
+                        about="An agent created by the Mintleaf demo",
+                        model="gpt-4o-mini",
+                        instructions=["Be concise."],
+                        metadata=Struct.from_dict({"created_by": "demo"}),
+                    )
+                )
+            )
             show("agent", agent)
-            user = client.users.create_user(v1.CreateUserRequest(user=v1.User(name="Ada", about="A curious user")))
+            user = client.users.create_user(
+                v1.CreateUserRequest(user=v1.User(name="Ada", about="A curious user"))
+            )
             show("user", user)
-            task = client.tasks.create_task(v1.CreateTaskRequest(agent_id=agent.id, task=v1.Task(yaml=TASK_YAML)))
-            show("task (how each string was read is under 'explain')", {
-                "id": task.id, "name": task.name, "version": task.version,
-                "definition": task.definition.to_dict(), "explain": task.explain.to_dict()})
+            task = client.tasks.create_task(
+                v1.CreateTaskRequest(agent_id=agent.id, task=v1.Task(yaml=TASK_YAML))
+            )
+            show(
+                "task (how each string was read is under 'explain')",
+                {
+                    "id": task.id,
+                    "name": task.name,
+                    "version": task.version,
+                    "definition": task.definition.to_dict(),
+                    "explain": task.explain.to_dict(),
+                },
+            )
             print(f"\nserver: {target}   data: {DATA}   API key file: {DATA / 'api_key'}")
     finally:
         proc.terminate()

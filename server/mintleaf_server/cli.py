@@ -42,7 +42,11 @@ async def _serve(args: argparse.Namespace) -> int:
     port = await app.start()
     key_file = await app.runtime.ensure_local_key()
     host = settings.listen.rpartition(":")[0]
-    mode = "embedded PostgreSQL + Redis in " + str(settings.data_dir) if settings.embedded_database else "external PostgreSQL"
+    mode = (
+        "embedded PostgreSQL + Redis in " + str(settings.data_dir)
+        if settings.embedded_database
+        else "external PostgreSQL"
+    )
     print(f"mintleaf-server listening on {host}:{port} ({mode})", flush=True)
     if key_file:
         print(f"created a local developer; its API key is in {key_file}", flush=True)
@@ -69,7 +73,9 @@ async def _keys(args: argparse.Namespace) -> int:
         elif args.keys_command == "list":
             for row in await rt.auth.list_keys():
                 state = "revoked" if row["revoked_at"] else "active"
-                print(f"{row['id']}  developer {row['developer_id']}  {row['prefix']}…  {state}  {row['name']}")
+                print(
+                    f"{row['id']}  developer {row['developer_id']}  {row['prefix']}…  {state}  {row['name']}"
+                )
         elif args.keys_command == "revoke":
             if not await rt.auth.revoke(uuid.UUID(args.key_id)):
                 print(f"no active key {args.key_id}", file=sys.stderr)

@@ -116,7 +116,9 @@ def _coerce(name: str, value: Any, target: Any) -> Any:
     return value
 
 
-def load_settings(config_file: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+def load_settings(
+    config_file: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any
+) -> Settings:
     """Reads MINTLEAF_CONFIG (or `config_file`), then the environment, then explicit overrides."""
     env = dict(os.environ if env is None else env)
     raw: dict[str, Any] = {}

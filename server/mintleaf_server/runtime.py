@@ -103,7 +103,9 @@ class Runtime:
     async def on_user_deleted(self, conn: Any, dev: uuid.UUID, user_id: uuid.UUID) -> None:
         await self._delete_owned_docs(conn, dev, "user", user_id)
 
-    async def _delete_owned_docs(self, conn: Any, dev: uuid.UUID, owner_type: str, owner_id: uuid.UUID) -> None:
+    async def _delete_owned_docs(
+        self, conn: Any, dev: uuid.UUID, owner_type: str, owner_id: uuid.UUID
+    ) -> None:
         try:
             from .documents import service as docs_service  # noqa: F401
         except ImportError:
@@ -114,7 +116,8 @@ class Runtime:
             (dev, dev, owner_type, owner_id),
         )
         await conn.execute(
-            "DELETE FROM docs WHERE developer_id = %s AND owner_type = %s AND owner_id = %s", (dev, owner_type, owner_id)
+            "DELETE FROM docs WHERE developer_id = %s AND owner_type = %s AND owner_id = %s",
+            (dev, owner_type, owner_id),
         )
 
     def model_list(self) -> list[dict[str, Any]]:
@@ -123,7 +126,13 @@ class Runtime:
         out: list[dict[str, Any]] = []
         for ep in cfg.get("endpoints", []) or []:
             name = str(ep.get("match") or ep.get("model") or "")
-            out.append({"name": name, "context_window": int(ep.get("context_window", 0) or 0), "is_default": name == default})
+            out.append(
+                {
+                    "name": name,
+                    "context_window": int(ep.get("context_window", 0) or 0),
+                    "is_default": name == default,
+                }
+            )
         if default and not any(m["name"] == default for m in out):
             out.insert(0, {"name": default, "context_window": 0, "is_default": True})
         return out

@@ -38,7 +38,7 @@ from ._proto.mintleaf.v1 import (
 from .config import Settings
 from .runtime import Runtime
 
-__all__ = ["App", "SERVICE_NAMES"]
+__all__ = ["SERVICE_NAMES", "App"]
 
 log = logging.getLogger("mintleaf")
 
@@ -87,7 +87,9 @@ class App:
         )
         self._add_servicers(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), self.server
+        )
         self.port = self.server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise RuntimeError(f"could not listen on {self.settings.listen}")
@@ -111,12 +113,27 @@ class App:
         sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(rt), server)
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(rt), server)
         secrets_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(rt), server)
-        executions_pb2_grpc.add_ExecutionServiceServicer_to_server(_optional_servicer(
-            "mintleaf_server.api.executions", "ExecutionServicer", rt, executions_pb2_grpc.ExecutionServiceServicer), server)
-        docs_pb2_grpc.add_DocServiceServicer_to_server(_optional_servicer(
-            "mintleaf_server.api.docs", "DocServicer", rt, docs_pb2_grpc.DocServiceServicer), server)
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(_optional_servicer(
-            "mintleaf_server.api.chat", "ChatServicer", rt, chat_pb2_grpc.ChatServiceServicer), server)
+        executions_pb2_grpc.add_ExecutionServiceServicer_to_server(
+            _optional_servicer(
+                "mintleaf_server.api.executions",
+                "ExecutionServicer",
+                rt,
+                executions_pb2_grpc.ExecutionServiceServicer,
+            ),
+            server,
+        )
+        docs_pb2_grpc.add_DocServiceServicer_to_server(
+            _optional_servicer(
+                "mintleaf_server.api.docs", "DocServicer", rt, docs_pb2_grpc.DocServiceServicer
+            ),
+            server,
+        )
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(
+            _optional_servicer(
+                "mintleaf_server.api.chat", "ChatServicer", rt, chat_pb2_grpc.ChatServiceServicer
+            ),
+            server,
+        )
 
     async def _start_background(self) -> None:
         if not self.settings.worker_enabled:

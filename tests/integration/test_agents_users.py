@@ -41,7 +41,10 @@ def test_agent_round_trip(client):
 def test_agent_update_mask_changes_only_masked_fields(client):
     a = make_agent(client, name="A", about="old about", model="m1")
     updated = client.agents.update_agent(
-        v1.UpdateAgentRequest(agent=v1.Agent(id=a.id, about="new about", model="ignored"), update_mask=FieldMask(paths=["about"]))
+        v1.UpdateAgentRequest(
+            agent=v1.Agent(id=a.id, about="new about", model="ignored"),
+            update_mask=FieldMask(paths=["about"]),
+        )
     )
     assert updated.about == "new about"
     assert updated.model == "m1"
@@ -58,7 +61,9 @@ def test_agent_update_without_mask_replaces(client):
 def test_agent_update_mask_unknown_field(client):
     a = make_agent(client)
     expect_error(
-        lambda: client.agents.update_agent(v1.UpdateAgentRequest(agent=v1.Agent(id=a.id), update_mask=FieldMask(paths=["nope"]))),
+        lambda: client.agents.update_agent(
+            v1.UpdateAgentRequest(agent=v1.Agent(id=a.id), update_mask=FieldMask(paths=["nope"]))
+        ),
         INVALID,
         field="update_mask",
     )
@@ -67,12 +72,17 @@ def test_agent_update_mask_unknown_field(client):
 def test_agent_delete(client):
     a = make_agent(client)
     client.agents.delete_agent(v1.DeleteAgentRequest(id=a.id))
-    expect_error(lambda: client.agents.get_agent(v1.GetAgentRequest(id=a.id)), NOT_FOUND, reason="AGENT_NOT_FOUND")
+    expect_error(
+        lambda: client.agents.get_agent(v1.GetAgentRequest(id=a.id)), NOT_FOUND, reason="AGENT_NOT_FOUND"
+    )
     expect_error(lambda: client.agents.delete_agent(v1.DeleteAgentRequest(id=a.id)), NOT_FOUND)
 
 
 def test_agent_list_pages_and_filters(client):
-    ids = [make_agent(client, name=f"a{i}", metadata=Struct.from_dict({"i": i, "even": i % 2 == 0})).id for i in range(7)]
+    ids = [
+        make_agent(client, name=f"a{i}", metadata=Struct.from_dict({"i": i, "even": i % 2 == 0})).id
+        for i in range(7)
+    ]
     seen, token = [], ""
     while True:
         page = client.agents.list_agents(v1.ListAgentsRequest(page_size=3, page_token=token))
@@ -105,9 +115,17 @@ def test_agent_bad_input(client, agent, field):
 def test_bad_ids_and_paging_arguments(client):
     expect_error(lambda: client.agents.get_agent(v1.GetAgentRequest(id="xyz")), INVALID, field="id")
     expect_error(lambda: client.agents.get_agent(v1.GetAgentRequest()), INVALID, field="id")
-    expect_error(lambda: client.agents.list_agents(v1.ListAgentsRequest(page_size=5000)), INVALID, field="page_size")
-    expect_error(lambda: client.agents.list_agents(v1.ListAgentsRequest(page_size=-1)), INVALID, field="page_size")
-    expect_error(lambda: client.agents.list_agents(v1.ListAgentsRequest(page_token="garbage!")), INVALID, field="page_token")
+    expect_error(
+        lambda: client.agents.list_agents(v1.ListAgentsRequest(page_size=5000)), INVALID, field="page_size"
+    )
+    expect_error(
+        lambda: client.agents.list_agents(v1.ListAgentsRequest(page_size=-1)), INVALID, field="page_size"
+    )
+    expect_error(
+        lambda: client.agents.list_agents(v1.ListAgentsRequest(page_token="garbage!")),
+        INVALID,
+        field="page_token",
+    )
 
 
 def test_create_is_idempotent_with_request_id(client):
@@ -124,13 +142,17 @@ def test_create_with_client_chosen_id(client):
     assert a.id == chosen
     again = make_agent(client, id=chosen, name="chosen")  # a retry with the same content
     assert again.id == chosen and again.created_at == a.created_at
-    err = expect_error(lambda: make_agent(client, id=chosen, name="different"), grpc.StatusCode.ALREADY_EXISTS)
+    err = expect_error(
+        lambda: make_agent(client, id=chosen, name="different"), grpc.StatusCode.ALREADY_EXISTS
+    )
     assert err.reason == "AGENT_ALREADY_EXISTS"
 
 
 def test_canonical_name_unique_per_developer(client, other_client):
     make_agent(client, name="x", canonical_name="shared_name")
-    expect_error(lambda: make_agent(client, name="y", canonical_name="shared_name"), grpc.StatusCode.ALREADY_EXISTS)
+    expect_error(
+        lambda: make_agent(client, name="y", canonical_name="shared_name"), grpc.StatusCode.ALREADY_EXISTS
+    )
     make_agent(other_client, name="z", canonical_name="shared_name")  # another developer may use it
 
 
@@ -139,7 +161,9 @@ def test_tenant_isolation(client, other_client):
     u = client.users.create_user(v1.CreateUserRequest(user=v1.User(name="me")))
     for call in (
         lambda: other_client.agents.get_agent(v1.GetAgentRequest(id=a.id)),
-        lambda: other_client.agents.update_agent(v1.UpdateAgentRequest(agent=v1.Agent(id=a.id, name="hijack"))),
+        lambda: other_client.agents.update_agent(
+            v1.UpdateAgentRequest(agent=v1.Agent(id=a.id, name="hijack"))
+        ),
         lambda: other_client.agents.delete_agent(v1.DeleteAgentRequest(id=a.id)),
         lambda: other_client.users.get_user(v1.GetUserRequest(id=u.id)),
         lambda: other_client.users.update_user(v1.UpdateUserRequest(user=v1.User(id=u.id, name="x"))),
@@ -152,15 +176,27 @@ def test_tenant_isolation(client, other_client):
 
 
 def test_user_crud(client):
-    u = client.users.create_user(v1.CreateUserRequest(user=v1.User(name="Grace", about="admiral", metadata=Struct.from_dict({"k": "v"}))))
+    u = client.users.create_user(
+        v1.CreateUserRequest(
+            user=v1.User(name="Grace", about="admiral", metadata=Struct.from_dict({"k": "v"}))
+        )
+    )
     assert client.users.get_user(v1.GetUserRequest(id=u.id)).about == "admiral"
-    u2 = client.users.update_user(v1.UpdateUserRequest(user=v1.User(id=u.id, about="rear admiral"), update_mask=FieldMask(paths=["about"])))
+    u2 = client.users.update_user(
+        v1.UpdateUserRequest(
+            user=v1.User(id=u.id, about="rear admiral"), update_mask=FieldMask(paths=["about"])
+        )
+    )
     assert (u2.name, u2.about) == ("Grace", "rear admiral")
     listed = client.users.list_users(v1.ListUsersRequest(metadata_filter=Struct.from_dict({"k": "v"})))
     assert [x.id for x in listed.users] == [u.id]
     client.users.delete_user(v1.DeleteUserRequest(id=u.id))
     expect_error(lambda: client.users.get_user(v1.GetUserRequest(id=u.id)), NOT_FOUND)
-    expect_error(lambda: client.users.create_user(v1.CreateUserRequest(user=v1.User(name="n" * 121))), INVALID, field="user.name")
+    expect_error(
+        lambda: client.users.create_user(v1.CreateUserRequest(user=v1.User(name="n" * 121))),
+        INVALID,
+        field="user.name",
+    )
 
 
 def test_list_models(client):

@@ -26,7 +26,9 @@ def test_missing_key(server):
 
 
 def test_malformed_header(server):
-    expect_error(lambda: _raw_call(server, [("authorization", "Basic abc")]), UNAUTH, reason="API_KEY_MALFORMED")
+    expect_error(
+        lambda: _raw_call(server, [("authorization", "Basic abc")]), UNAUTH, reason="API_KEY_MALFORMED"
+    )
 
 
 def test_wrong_key(server):

@@ -22,7 +22,9 @@ class CallError:
     violations: dict[str, str] = field(default_factory=dict)
 
 
-def expect_error(call: Callable[[], Any], code: grpc.StatusCode, *, field: str | None = None, reason: str | None = None) -> CallError:
+def expect_error(
+    call: Callable[[], Any], code: grpc.StatusCode, *, field: str | None = None, reason: str | None = None
+) -> CallError:
     """Runs `call`, asserts it fails with `code` (and names `field` among the violations)."""
     with pytest.raises(grpc.RpcError) as info:
         call()
@@ -44,7 +46,9 @@ def expect_error(call: Callable[[], Any], code: grpc.StatusCode, *, field: str |
     if code != grpc.StatusCode.UNIMPLEMENTED:
         assert err.reason, "every error carries an ErrorInfo reason"
     if field is not None:
-        assert field in err.violations, f"expected a violation for {field!r}, got {err.violations} ({err.message})"
+        assert field in err.violations, (
+            f"expected a violation for {field!r}, got {err.violations} ({err.message})"
+        )
         assert field in err.message
     if reason is not None:
         assert err.reason == reason, err.reason

@@ -114,7 +114,8 @@ class Authenticator:
                 key = value if isinstance(value, str) else value.decode()
         if not key:
             raise Unauthenticated(
-                "missing API key: send 'authorization: Bearer <key>' (or 'x-auth-key')", reason="API_KEY_MISSING"
+                "missing API key: send 'authorization: Bearer <key>' (or 'x-auth-key')",
+                reason="API_KEY_MISSING",
             )
         return await self.developer_for(key)
 
@@ -128,6 +129,8 @@ async def load_key_secret(db: Database, configured: str | None) -> bytes:
             "INSERT INTO server_state (key, value) VALUES ('api_key_secret', %s) ON CONFLICT (key) DO NOTHING",
             (secrets.token_bytes(32),),
         )
-        row = await (await conn.execute("SELECT value FROM server_state WHERE key = 'api_key_secret'")).fetchone()
+        row = await (
+            await conn.execute("SELECT value FROM server_state WHERE key = 'api_key_secret'")
+        ).fetchone()
     assert row is not None
     return bytes(row["value"])

@@ -23,15 +23,16 @@ if TYPE_CHECKING:
 __all__ = [
     "InternalContext",
     "Servicer",
+    "integral_numbers",
     "page_size",
     "parse_id",
     "parse_optional_id",
+    "streaming",
     "struct_to_dict",
     "to_struct",
     "to_timestamp",
     "to_value",
     "unary",
-    "streaming",
     "value_to_python",
 ]
 
@@ -151,11 +152,28 @@ def page_token(token: str) -> str:
 
 
 def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(message)
+    result: dict[str, Any] = integral_numbers(json_format.MessageToDict(message))
+    return result
 
 
 def value_to_python(message: struct_pb2.Value) -> Any:
-    return json_format.MessageToDict(message)
+    return integral_numbers(json_format.MessageToDict(message))
+
+
+# Struct/Value carry every number as a double, but JSON (and the task DSL, which checks that
+# `parallelism: 100` is an integer) does not distinguish 100 from 100.0. A whole number within the
+# exactly representable range is read back as the integer the client wrote.
+_MAX_EXACT = 2**53
+
+
+def integral_numbers(value: Any) -> Any:
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and -_MAX_EXACT <= value <= _MAX_EXACT else value
+    if isinstance(value, dict):
+        return {k: integral_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral_numbers(v) for v in value]
+    return value
 
 
 def to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:

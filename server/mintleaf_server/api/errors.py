@@ -55,7 +55,8 @@ class ApiError(Exception):
         if self.violations:
             bad = error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in self.violations
                 ]
             )
             details.append(_pack(bad))
@@ -72,7 +73,9 @@ class InvalidArgument(ApiError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, field_or_violations: str | list[tuple[str, str]], message: str = "", **kw: object) -> None:
+    def __init__(
+        self, field_or_violations: str | list[tuple[str, str]], message: str = "", **kw: object
+    ) -> None:
         if isinstance(field_or_violations, str):
             violations = [(field_or_violations, message)]
             text = f"{field_or_violations}: {message}"
@@ -122,15 +125,25 @@ def from_exception(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, NotFound):
-        return NotFoundError(str(exc), reason=f"{exc.kind.upper()}_NOT_FOUND", metadata={"id": exc.id, "resource": exc.kind})
+        return NotFoundError(
+            str(exc), reason=f"{exc.kind.upper()}_NOT_FOUND", metadata={"id": exc.id, "resource": exc.kind}
+        )
     if isinstance(exc, AlreadyExists):
         return AlreadyExistsError(
-            str(exc), reason=f"{exc.kind.upper()}_ALREADY_EXISTS", metadata={"field": exc.field, "value": exc.value}
+            str(exc),
+            reason=f"{exc.kind.upper()}_ALREADY_EXISTS",
+            metadata={"field": exc.field, "value": exc.value},
         )
     if isinstance(exc, Conflict):
         return Aborted(str(exc), reason="CONFLICT")
     if isinstance(exc, TaskInvalid):
-        return InvalidArgument([(f"task.definition.{v.path}" if v.path else "task.definition", v.message) for v in exc.violations], reason="TASK_INVALID")
+        return InvalidArgument(
+            [
+                (f"task.definition.{v.path}" if v.path else "task.definition", v.message)
+                for v in exc.violations
+            ],
+            reason="TASK_INVALID",
+        )
     return ApiError("internal error", reason="INTERNAL")
 
 

@@ -30,28 +30,65 @@ __all__ = ["ENTRIES", "SESSIONS", "SessionServicer", "entry_to_proto", "session_
 SESSIONS = ResourceSpec(
     kind="session",
     table="sessions",
-    columns=("id", "agents", "users", "situation", "system_template", "render_templates", "token_budget",
-             "context_overflow", "auto_run_tools", "forward_tool_calls", "recall_options", "metadata"),
+    columns=(
+        "id",
+        "agents",
+        "users",
+        "situation",
+        "system_template",
+        "render_templates",
+        "token_budget",
+        "context_overflow",
+        "auto_run_tools",
+        "forward_tool_calls",
+        "recall_options",
+        "metadata",
+    ),
     json_columns=frozenset({"recall_options", "metadata"}),
 )
 ENTRIES = ResourceSpec(
     kind="entry",
     table="entries",
-    columns=("id", "session_id", "seq", "role", "name", "content", "tool_calls", "tool_call_id", "source",
-             "token_count", "tokenizer", "model", "timestamp"),
+    columns=(
+        "id",
+        "session_id",
+        "seq",
+        "role",
+        "name",
+        "content",
+        "tool_calls",
+        "tool_call_id",
+        "source",
+        "token_count",
+        "tokenizer",
+        "model",
+        "timestamp",
+    ),
     json_columns=frozenset({"content", "tool_calls"}),
     has_updated_at=False,
 )
-_FIELDS = ("situation", "system_template", "render_templates", "token_budget", "context_overflow",
-           "auto_run_tools", "forward_tool_calls", "recall_options", "metadata")
+_FIELDS = (
+    "situation",
+    "system_template",
+    "render_templates",
+    "token_budget",
+    "context_overflow",
+    "auto_run_tools",
+    "forward_tool_calls",
+    "recall_options",
+    "metadata",
+)
 _OVERFLOW = {
     sessions_pb2.CONTEXT_OVERFLOW_UNSPECIFIED: "none",
     sessions_pb2.CONTEXT_OVERFLOW_NONE: "none",
     sessions_pb2.CONTEXT_OVERFLOW_TRUNCATE: "truncate",
     sessions_pb2.CONTEXT_OVERFLOW_ADAPTIVE: "adaptive",
 }
-_OVERFLOW_ENUM = {"none": sessions_pb2.CONTEXT_OVERFLOW_NONE, "truncate": sessions_pb2.CONTEXT_OVERFLOW_TRUNCATE,
-                  "adaptive": sessions_pb2.CONTEXT_OVERFLOW_ADAPTIVE}
+_OVERFLOW_ENUM = {
+    "none": sessions_pb2.CONTEXT_OVERFLOW_NONE,
+    "truncate": sessions_pb2.CONTEXT_OVERFLOW_TRUNCATE,
+    "adaptive": sessions_pb2.CONTEXT_OVERFLOW_ADAPTIVE,
+}
 
 
 def session_kind(agents: int, users: int) -> str:
@@ -93,10 +130,15 @@ def _recall(session: sessions_pb2.Session, f: str) -> dict[str, Any] | None:
         value = getattr(r, name)
         if not 0.0 <= value <= 1.0:
             raise InvalidArgument(f"{f}.{name}", "must be between 0 and 1")
-    if r.num_search_messages < 0 or r.max_query_length < 0:
-        raise InvalidArgument(f"{f}.num_search_messages", "must not be negative")
-    if r.mode not in (docs_pb2.DOC_SEARCH_MODE_UNSPECIFIED, docs_pb2.DOC_SEARCH_MODE_TEXT,
-                      docs_pb2.DOC_SEARCH_MODE_VECTOR, docs_pb2.DOC_SEARCH_MODE_HYBRID):
+    for name in ("num_search_messages", "max_query_length"):
+        if getattr(r, name) < 0:
+            raise InvalidArgument(f"{f}.{name}", "must not be negative")
+    if r.mode not in (
+        docs_pb2.DOC_SEARCH_MODE_UNSPECIFIED,
+        docs_pb2.DOC_SEARCH_MODE_TEXT,
+        docs_pb2.DOC_SEARCH_MODE_VECTOR,
+        docs_pb2.DOC_SEARCH_MODE_HYBRID,
+    ):
         raise InvalidArgument(f"{f}.mode", "is not a known search mode")
     return json_format.MessageToDict(r, preserving_proto_field_name=True)
 
@@ -141,8 +183,12 @@ def entry_to_proto(row: dict[str, Any]) -> sessions_pb2.Entry:
                 json_format.ParseDict(part, msg.content_parts.add(), ignore_unknown_fields=True)
     for call in row["tool_calls"] or []:
         msg.tool_calls.append(
-            executions_pb2.ToolCall(id=call.get("id", ""), type=call.get("type", "function"), name=call.get("name", ""),
-                                    arguments=to_struct(call.get("arguments") or {}))
+            executions_pb2.ToolCall(
+                id=call.get("id", ""),
+                type=call.get("type", "function"),
+                name=call.get("name", ""),
+                arguments=to_struct(call.get("arguments") or {}),
+            )
         )
     return sessions_pb2.Entry(
         id=str(row["id"]),
@@ -159,7 +205,9 @@ def entry_to_proto(row: dict[str, Any]) -> sessions_pb2.Entry:
 
 class SessionServicer(Servicer, sessions_pb2_grpc.SessionServiceServicer):
     @unary
-    async def CreateSession(self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> sessions_pb2.Session:
+    async def CreateSession(
+        self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> sessions_pb2.Session:
         s = request.session
         agents = [parse_id(s.agent, "session.agent")] if s.agent else []
         agents += [parse_id(a, f"session.agents[{i}]") for i, a in enumerate(s.agents)]
@@ -172,11 +220,19 @@ class SessionServicer(Servicer, sessions_pb2_grpc.SessionServiceServicer):
         found = await self.rt.db.exists(AGENTS, dev, agents)
         for i, a in enumerate(agents):
             if a not in found:
-                raise NotFoundError(f"agent {a} not found", reason="AGENT_NOT_FOUND", metadata={"id": str(a), "field": f"session.agents[{i}]"})
+                raise NotFoundError(
+                    f"agent {a} not found",
+                    reason="AGENT_NOT_FOUND",
+                    metadata={"id": str(a), "field": f"session.agents[{i}]"},
+                )
         found = await self.rt.db.exists(USERS, dev, users)
         for i, u in enumerate(users):
             if u not in found:
-                raise NotFoundError(f"user {u} not found", reason="USER_NOT_FOUND", metadata={"id": str(u), "field": f"session.users[{i}]"})
+                raise NotFoundError(
+                    f"user {u} not found",
+                    reason="USER_NOT_FOUND",
+                    metadata={"id": str(u), "field": f"session.users[{i}]"},
+                )
         values = _values(s, list(_FIELDS))
         values.update(agents=agents, users=users)
         if s.id:
@@ -184,25 +240,38 @@ class SessionServicer(Servicer, sessions_pb2_grpc.SessionServiceServicer):
         return session_to_proto(await self.rt.db.insert(SESSIONS, dev, values, request_id=request.request_id))
 
     @unary
-    async def GetSession(self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> sessions_pb2.Session:
+    async def GetSession(
+        self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> sessions_pb2.Session:
         return session_to_proto(await self.rt.db.get(SESSIONS, dev, parse_id(request.id, "id")))
 
     @unary
-    async def ListSessions(self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> sessions_pb2.ListSessionsResponse:
+    async def ListSessions(
+        self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> sessions_pb2.ListSessionsResponse:
         page = await self.rt.db.list(
-            SESSIONS, dev, page_size=page_size(request.page_size, self.rt), page_token=page_token(request.page_token),
+            SESSIONS,
+            dev,
+            page_size=page_size(request.page_size, self.rt),
+            page_token=page_token(request.page_token),
             metadata_filter=struct_to_dict(request.metadata_filter),
         )
-        return sessions_pb2.ListSessionsResponse(sessions=[session_to_proto(r) for r in page.rows], next_page_token=page.next_page_token)
+        return sessions_pb2.ListSessionsResponse(
+            sessions=[session_to_proto(r) for r in page.rows], next_page_token=page.next_page_token
+        )
 
     @unary
-    async def UpdateSession(self, request: sessions_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> sessions_pb2.Session:
+    async def UpdateSession(
+        self, request: sessions_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> sessions_pb2.Session:
         id = parse_id(request.session.id, "session.id")
         paths = update_paths(request.update_mask, _FIELDS)
         return session_to_proto(await self.rt.db.update(SESSIONS, dev, id, _values(request.session, paths)))
 
     @unary
-    async def DeleteSession(self, request: sessions_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> empty_pb2.Empty:
+    async def DeleteSession(
+        self, request: sessions_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> empty_pb2.Empty:
         id = parse_id(request.id, "id")
         async with self.rt.db.transaction() as conn:
             await self.rt.db.delete(SESSIONS, dev, id, conn=conn)
@@ -210,7 +279,9 @@ class SessionServicer(Servicer, sessions_pb2_grpc.SessionServiceServicer):
         return empty_pb2.Empty()
 
     @unary
-    async def ListEntries(self, request: sessions_pb2.ListEntriesRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> sessions_pb2.ListEntriesResponse:
+    async def ListEntries(
+        self, request: sessions_pb2.ListEntriesRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> sessions_pb2.ListEntriesResponse:
         session_id = parse_id(request.session_id, "session_id")
         await self.rt.db.get(SESSIONS, dev, session_id)
         size = page_size(request.page_size, self.rt)
@@ -231,12 +302,18 @@ class SessionServicer(Servicer, sessions_pb2_grpc.SessionServiceServicer):
         if len(rows) > size:
             rows = rows[:size]
             token = str(rows[-1]["seq"])
-        return sessions_pb2.ListEntriesResponse(entries=[entry_to_proto(r) for r in rows], next_page_token=token)
+        return sessions_pb2.ListEntriesResponse(
+            entries=[entry_to_proto(r) for r in rows], next_page_token=token
+        )
 
     @unary
-    async def DeleteEntries(self, request: sessions_pb2.DeleteEntriesRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> empty_pb2.Empty:
+    async def DeleteEntries(
+        self, request: sessions_pb2.DeleteEntriesRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> empty_pb2.Empty:
         session_id = parse_id(request.session_id, "session_id")
         async with self.rt.db.transaction() as conn:
             await self.rt.db.get(SESSIONS, dev, session_id, conn=conn)
-            await conn.execute("DELETE FROM entries WHERE developer_id = %s AND session_id = %s", (dev, session_id))
+            await conn.execute(
+                "DELETE FROM entries WHERE developer_id = %s AND session_id = %s", (dev, session_id)
+            )
         return empty_pb2.Empty()

@@ -52,7 +52,9 @@ def _document(task: tasks_pb2.Task, prefix: str = "task") -> dict[str, Any]:
         try:
             doc = load_document(task.yaml)
         except TaskInvalid as exc:
-            raise InvalidArgument([(f"{prefix}.yaml", v.message) for v in exc.violations], reason="TASK_INVALID") from None
+            raise InvalidArgument(
+                [(f"{prefix}.yaml", v.message) for v in exc.violations], reason="TASK_INVALID"
+            ) from None
         except DslError as exc:
             raise InvalidArgument(f"{prefix}.yaml", str(exc)) from None
         return thaw(doc)
@@ -65,12 +67,16 @@ def _document(task: tasks_pb2.Task, prefix: str = "task") -> dict[str, Any]:
 
 async def agent_tool_names(rt: Any, conn: Any, dev: uuid.UUID, agent_id: uuid.UUID) -> list[str]:
     rows = await (
-        await conn.execute("SELECT name FROM tools WHERE developer_id = %s AND agent_id = %s", (dev, agent_id))
+        await conn.execute(
+            "SELECT name FROM tools WHERE developer_id = %s AND agent_id = %s", (dev, agent_id)
+        )
     ).fetchall()
     return [r["name"] for r in rows]
 
 
-def compile_task(doc: dict[str, Any], tool_names: list[str], limits: DslLimits) -> tuple[Any, dict[str, Any], list[str]]:
+def compile_task(
+    doc: dict[str, Any], tool_names: list[str], limits: DslLimits
+) -> tuple[Any, dict[str, Any], list[str]]:
     """Parses a document (raises TaskInvalid with every violation) and returns it with its explain view."""
     task = parse_task(doc, agent_tools=tool_names, limits=limits)
     view = explain(task)
@@ -95,7 +101,9 @@ def _task_proto(task: dict[str, Any], version: dict[str, Any]) -> tasks_pb2.Task
     )
 
 
-async def load_task_version(conn: Any, dev: uuid.UUID, task_id: uuid.UUID, version: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+async def load_task_version(
+    conn: Any, dev: uuid.UUID, task_id: uuid.UUID, version: int = 0
+) -> tuple[dict[str, Any], dict[str, Any]]:
     task = await (
         await conn.execute("SELECT * FROM tasks WHERE developer_id = %s AND id = %s", (dev, task_id))
     ).fetchone()
@@ -112,7 +120,16 @@ async def load_task_version(conn: Any, dev: uuid.UUID, task_id: uuid.UUID, versi
     return task, row
 
 
-async def _insert_version(conn: Any, dev: uuid.UUID, task_id: uuid.UUID, version: int, doc: dict[str, Any], parsed: Any, view: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+async def _insert_version(
+    conn: Any,
+    dev: uuid.UUID,
+    task_id: uuid.UUID,
+    version: int,
+    doc: dict[str, Any],
+    parsed: Any,
+    view: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, Any]:
     row = await (
         await conn.execute(
             "INSERT INTO task_versions (developer_id, task_id, version, name, description, definition, explain, warnings)"
@@ -130,10 +147,14 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
         return DslLimits(max_depth=lim.max_nesting_depth, max_parallelism=lim.max_parallelism)
 
     @unary
-    async def CreateTask(self, request: tasks_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> tasks_pb2.Task:
+    async def CreateTask(
+        self, request: tasks_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> tasks_pb2.Task:
         agent_id = parse_id(request.agent_id, "agent_id")
         doc = _document(request.task)
-        canonical = canonical_name(request.task.canonical_name or str(doc.get("canonical_name") or ""), "task.canonical_name")
+        canonical = canonical_name(
+            request.task.canonical_name or str(doc.get("canonical_name") or ""), "task.canonical_name"
+        )
         metadata = check_metadata(request.task.HasField("metadata"), request.task.metadata, "task.metadata")
         if not metadata and isinstance(doc.get("metadata"), dict):
             metadata = doc["metadata"]
@@ -157,7 +178,9 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
                 if version["definition"] == doc and task["agent_id"] == agent_id:
                     return _task_proto(task, version)
                 raise AlreadyExists("task", "id", task_id)
-            parsed, view, warnings = compile_task(doc, await agent_tool_names(self.rt, conn, dev, agent_id), self._limits())
+            parsed, view, warnings = compile_task(
+                doc, await agent_tool_names(self.rt, conn, dev, agent_id), self._limits()
+            )
             try:
                 async with conn.transaction():
                     task = await (
@@ -182,19 +205,29 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
         return _task_proto(task, version)
 
     @unary
-    async def GetTask(self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> tasks_pb2.Task:
+    async def GetTask(
+        self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> tasks_pb2.Task:
         if request.version < 0:
             raise InvalidArgument("version", "must not be negative")
         async with self.rt.db.connection() as conn:
-            return _task_proto(*await load_task_version(conn, dev, parse_id(request.id, "id"), request.version))
+            return _task_proto(
+                *await load_task_version(conn, dev, parse_id(request.id, "id"), request.version)
+            )
 
     @unary
-    async def ListTasks(self, request: tasks_pb2.ListTasksRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> tasks_pb2.ListTasksResponse:
+    async def ListTasks(
+        self, request: tasks_pb2.ListTasksRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> tasks_pb2.ListTasksResponse:
         agent_id = parse_optional_id(request.agent_id, "agent_id")
         size = page_size(request.page_size, self.rt)
         token = page_token(request.page_token)
         page = await self.rt.db.list(
-            _TASKS, dev, page_size=size, page_token=token, metadata_filter=struct_to_dict(request.metadata_filter),
+            _TASKS,
+            dev,
+            page_size=size,
+            page_token=token,
+            metadata_filter=struct_to_dict(request.metadata_filter),
             equals={"agent_id": agent_id} if agent_id else None,
         )
         out = []
@@ -211,7 +244,9 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
         return tasks_pb2.ListTasksResponse(tasks=out, next_page_token=page.next_page_token)
 
     @unary
-    async def UpdateTask(self, request: tasks_pb2.UpdateTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> tasks_pb2.Task:
+    async def UpdateTask(
+        self, request: tasks_pb2.UpdateTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> tasks_pb2.Task:
         task_id = parse_id(request.task.id, "task.id")
         mask = request.update_mask
         if not mask.paths:
@@ -230,7 +265,9 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
             if "canonical_name" in paths:
                 sets["canonical_name"] = canonical_name(request.task.canonical_name, "task.canonical_name")
             if "metadata" in paths:
-                sets["metadata"] = Jsonb(check_metadata(request.task.HasField("metadata"), request.task.metadata, "task.metadata"))
+                sets["metadata"] = Jsonb(
+                    check_metadata(request.task.HasField("metadata"), request.task.metadata, "task.metadata")
+                )
             if "definition" in paths:
                 doc = _document(request.task)
                 _, current = await load_task_version(conn, dev, task_id)
@@ -238,7 +275,9 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
                     names = await agent_tool_names(self.rt, conn, dev, task["agent_id"])
                     parsed, view, warnings = compile_task(doc, names, self._limits())
                     sets["latest_version"] = task["latest_version"] + 1
-                    await _insert_version(conn, dev, task_id, sets["latest_version"], doc, parsed, view, warnings)
+                    await _insert_version(
+                        conn, dev, task_id, sets["latest_version"], doc, parsed, view, warnings
+                    )
             if sets:
                 cols = ", ".join(f"{k} = %s" for k in sets)
                 try:
@@ -256,19 +295,27 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
             return _task_proto(*await load_task_version(conn, dev, task_id))
 
     @unary
-    async def DeleteTask(self, request: tasks_pb2.DeleteTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> empty_pb2.Empty:
+    async def DeleteTask(
+        self, request: tasks_pb2.DeleteTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> empty_pb2.Empty:
         task_id = parse_id(request.id, "id")
         async with self.rt.db.transaction() as conn:
             row = await (
-                await conn.execute("DELETE FROM tasks WHERE developer_id = %s AND id = %s RETURNING id", (dev, task_id))
+                await conn.execute(
+                    "DELETE FROM tasks WHERE developer_id = %s AND id = %s RETURNING id", (dev, task_id)
+                )
             ).fetchone()
             if row is None:
                 raise NotFound("task", task_id)
-            await conn.execute("DELETE FROM task_versions WHERE developer_id = %s AND task_id = %s", (dev, task_id))
+            await conn.execute(
+                "DELETE FROM task_versions WHERE developer_id = %s AND task_id = %s", (dev, task_id)
+            )
         return empty_pb2.Empty()
 
     @unary
-    async def ListTaskVersions(self, request: tasks_pb2.ListTaskVersionsRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> tasks_pb2.ListTaskVersionsResponse:
+    async def ListTaskVersions(
+        self, request: tasks_pb2.ListTaskVersionsRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> tasks_pb2.ListTaskVersionsResponse:
         task_id = parse_id(request.id, "id")
         size = page_size(request.page_size, self.rt)
         after = 0
@@ -277,7 +324,9 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
                 raise InvalidArgument("page_token", "is not a token this server issued")
             after = int(request.page_token)
         async with self.rt.db.connection() as conn:
-            task = await (await conn.execute("SELECT * FROM tasks WHERE developer_id = %s AND id = %s", (dev, task_id))).fetchone()
+            task = await (
+                await conn.execute("SELECT * FROM tasks WHERE developer_id = %s AND id = %s", (dev, task_id))
+            ).fetchone()
             if task is None:
                 raise NotFound("task", task_id)
             rows = await (
@@ -290,10 +339,14 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
         if len(rows) > size:
             rows = rows[:size]
             token = str(rows[-1]["version"])
-        return tasks_pb2.ListTaskVersionsResponse(versions=[_task_proto(task, r) for r in rows], next_page_token=token)
+        return tasks_pb2.ListTaskVersionsResponse(
+            versions=[_task_proto(task, r) for r in rows], next_page_token=token
+        )
 
     @unary
-    async def ValidateTask(self, request: tasks_pb2.ValidateTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> tasks_pb2.ValidateTaskResponse:
+    async def ValidateTask(
+        self, request: tasks_pb2.ValidateTaskRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> tasks_pb2.ValidateTaskResponse:
         doc = _document(request.task)
         names: list[str] = []
         if request.agent_id:
@@ -305,12 +358,17 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
             _, view, warnings = compile_task(doc, names, self._limits())
         except TaskInvalid as exc:
             return tasks_pb2.ValidateTaskResponse(
-                valid=False, issues=[tasks_pb2.TaskIssue(path=v.path, message=v.message) for v in exc.violations]
+                valid=False,
+                issues=[tasks_pb2.TaskIssue(path=v.path, message=v.message) for v in exc.violations],
             )
         return tasks_pb2.ValidateTaskResponse(valid=True, explain=to_struct(view), warnings=warnings)
 
 
 from ..store.db import ResourceSpec  # noqa: E402
 
-_TASKS = ResourceSpec(kind="task", table="tasks", columns=("id", "agent_id", "canonical_name", "metadata"),
-                      json_columns=frozenset({"metadata"}))
+_TASKS = ResourceSpec(
+    kind="task",
+    table="tasks",
+    columns=("id", "agent_id", "canonical_name", "metadata"),
+    json_columns=frozenset({"metadata"}),
+)

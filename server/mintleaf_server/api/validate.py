@@ -43,7 +43,9 @@ def identifier(value: str, field: str, limit: int = 40) -> str:
     return value
 
 
-def update_paths(mask: field_mask_pb2.FieldMask, allowed: Iterable[str], field: str = "update_mask") -> list[str]:
+def update_paths(
+    mask: field_mask_pb2.FieldMask, allowed: Iterable[str], field: str = "update_mask"
+) -> list[str]:
     """The mask's paths (every allowed path when empty); unknown or read-only paths are rejected."""
     allowed = list(allowed)
     paths = list(mask.paths)

@@ -316,6 +316,7 @@ def _plain(value: Any, budget: Budget, depth: int) -> Any:
             _fail("the result holds NaN or infinity, which JSON cannot represent")
         return value
     if t is dict:
+        budget.charge(len(value))
         changed = False
         out: dict[Any, Any] = {}
         for k, v in value.items():
@@ -325,6 +326,7 @@ def _plain(value: Any, budget: Budget, depth: int) -> Any:
             out[pk] = pv
         return out if changed else value
     if t is list:
+        budget.charge(len(value))
         items = [_plain(v, budget, depth + 1) for v in value]
         if any(a is not b for a, b in zip(items, value, strict=True)):
             return items

@@ -300,7 +300,10 @@ def compile_template(source: str, names: frozenset[str]) -> tuple[CompiledTempla
     except (RecursionError, MemoryError) as exc:
         raise ReadError(f"template nested too deeply: {_short(source)}") from exc
     _check_tree(tree)
-    undeclared = meta.find_undeclared_variables(tree)
+    try:
+        undeclared = meta.find_undeclared_variables(tree)
+    except TemplateSyntaxError as exc:  # e.g. an unknown filter
+        raise ReadError(f"invalid template (line {exc.lineno}): {exc.message}: {_short(source)}") from exc
     unknown = sorted(undeclared - names - BUILTIN_NAMES)
     if unknown:
         quoted = ", ".join(repr(n) for n in unknown)

@@ -26,7 +26,13 @@ def new_id() -> uuid.UUID:
     """Time-ordered UUIDv7, so ids sort by creation and index locality stays good."""
     ms = int(datetime.now(UTC).timestamp() * 1000)
     rand = uuid.uuid4().int & ((1 << 74) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    value = (
+        (ms & ((1 << 48) - 1)) << 80
+        | (0x7 << 76)
+        | ((rand >> 62) & 0xFFF) << 64
+        | (0b10 << 62)
+        | (rand & ((1 << 62) - 1))
+    )
     return uuid.UUID(int=value)
 
 

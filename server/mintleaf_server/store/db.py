@@ -117,7 +117,8 @@ class Database:
         if request_id:
             # Concurrent retries of one create queue here, so only the first one inserts.
             await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{developer_id}/{spec.kind}/{request_id}",)
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"{developer_id}/{spec.kind}/{request_id}",),
             )
             row = await (
                 await conn.execute(
@@ -295,9 +296,13 @@ class Database:
         if row is None:
             raise NotFound(spec.kind, id)
 
-    async def exists(self, spec: ResourceSpec, developer_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    async def exists(
+        self, spec: ResourceSpec, developer_id: uuid.UUID, ids: Sequence[uuid.UUID]
+    ) -> set[uuid.UUID]:
         """Which of `ids` exist for this developer."""
-        query = sql.SQL("SELECT id FROM {} WHERE developer_id = %s AND id = ANY(%s)").format(sql.Identifier(spec.table))
+        query = sql.SQL("SELECT id FROM {} WHERE developer_id = %s AND id = ANY(%s)").format(
+            sql.Identifier(spec.table)
+        )
         async with self.connection() as conn:
             rows = await (await conn.execute(query, (developer_id, list(ids)))).fetchall()
         return {r["id"] for r in rows}

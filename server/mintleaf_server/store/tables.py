@@ -86,7 +86,9 @@ class Agent(SQLModel, table=True):
         default_factory=list, sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
     )
     default_settings: dict[str, Any] = jsonb_field()
-    default_system_template: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    default_system_template: str = Field(
+        default="", sa_column=Column(Text, nullable=False, server_default="")
+    )
     metadata_: dict[str, Any] = Field(
         default_factory=dict,
         sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
