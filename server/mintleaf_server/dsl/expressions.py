@@ -16,6 +16,7 @@ numbers in docs/expressions.md), and simpleeval (no CPU bound).
 from __future__ import annotations
 
 import ast
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -436,8 +437,10 @@ def compile_expression(source: str, names: frozenset[str]) -> tuple[CompiledExpr
     module = ast.fix_missing_locations(ast.Module(body=[fn_def], type_ignores=[]))
     namespace = dict(_GLOBALS)
     try:
-        code = compile(module, "<expression>", "exec")
-        exec(code, namespace)  # noqa: S102 - checked and guarded code, empty builtins
+        with warnings.catch_warnings():  # `1()`, `0[:1]`, `x is 1`: mistakes, reported as such
+            warnings.simplefilter("error", SyntaxWarning)
+            code = compile(module, "<expression>", "exec")
+        exec(code, namespace)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         raise ReadError(f"cannot compile expression {_short(source)}: {exc}") from exc
     return CompiledExpression(source.strip(), params, namespace["__ml_expression"]), used

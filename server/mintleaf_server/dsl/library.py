@@ -146,7 +146,7 @@ def current_budget() -> Budget:
     return budget
 
 
-class budget_scope:  # noqa: N801 - used like a function: `with budget_scope(limits) as budget:`
+class budget_scope:
     """Install a fresh budget for one evaluation on this thread (re-entrant)."""
 
     __slots__ = ("_budget", "_previous")
@@ -445,12 +445,43 @@ def _expandtabs(s: str, tabsize: Any = 8) -> str:
     return str.expandtabs(s, tabsize)
 
 
-_STR_NAMES = (
-    "capitalize casefold count endswith find index isalnum isalpha isascii isdecimal isdigit "
-    "isidentifier islower isnumeric isprintable isspace istitle isupper lower lstrip partition "
-    "removeprefix removesuffix rfind rindex rpartition rsplit rstrip split splitlines startswith "
-    "strip swapcase title upper"
-).split()
+_STR_NAMES = [
+    "capitalize",
+    "casefold",
+    "count",
+    "endswith",
+    "find",
+    "index",
+    "isalnum",
+    "isalpha",
+    "isascii",
+    "isdecimal",
+    "isdigit",
+    "isidentifier",
+    "islower",
+    "isnumeric",
+    "isprintable",
+    "isspace",
+    "istitle",
+    "isupper",
+    "lower",
+    "lstrip",
+    "partition",
+    "removeprefix",
+    "removesuffix",
+    "rfind",
+    "rindex",
+    "rpartition",
+    "rsplit",
+    "rstrip",
+    "split",
+    "splitlines",
+    "startswith",
+    "strip",
+    "swapcase",
+    "title",
+    "upper",
+]
 
 _METHODS: dict[type, dict[str, Callable[..., Any]]] = {
     str: {name: _method(getattr(str, name)) for name in _STR_NAMES}
@@ -470,23 +501,43 @@ _METHODS: dict[type, dict[str, Callable[..., Any]]] = {
     set: {
         n: _method(getattr(set, n))
         for n in (
-            "union intersection difference symmetric_difference issubset issuperset isdisjoint copy".split()
+            [
+                "union",
+                "intersection",
+                "difference",
+                "symmetric_difference",
+                "issubset",
+                "issuperset",
+                "isdisjoint",
+                "copy",
+            ]
         )
     },
     int: {n: _method(getattr(int, n)) for n in ("bit_length", "conjugate")},
     float: {n: _method(getattr(float, n)) for n in ("is_integer", "conjugate")},
     _dt.datetime: {
         n: _method(getattr(_dt.datetime, n))
-        for n in (
-            "isoformat strftime timestamp date time weekday isoweekday replace astimezone "
-            "utcoffset tzname toordinal isocalendar"
-        ).split()
+        for n in [
+            "isoformat",
+            "strftime",
+            "timestamp",
+            "date",
+            "time",
+            "weekday",
+            "isoweekday",
+            "replace",
+            "astimezone",
+            "utcoffset",
+            "tzname",
+            "toordinal",
+            "isocalendar",
+        ]
     },
     _dt.date: {
         n: _method(getattr(_dt.date, n))
-        for n in "isoformat strftime weekday isoweekday replace toordinal isocalendar".split()
+        for n in ["isoformat", "strftime", "weekday", "isoweekday", "replace", "toordinal", "isocalendar"]
     },
-    _dt.time: {n: _method(getattr(_dt.time, n)) for n in "isoformat strftime replace".split()},
+    _dt.time: {n: _method(getattr(_dt.time, n)) for n in ["isoformat", "strftime", "replace"]},
     _dt.timedelta: {"total_seconds": _method(_dt.timedelta.total_seconds)},
 }
 
@@ -498,16 +549,37 @@ _FIELDS: dict[type, frozenset[str]] = {
     int: frozenset({"real", "imag", "numerator", "denominator"}),
     float: frozenset({"real", "imag"}),
     _dt.datetime: frozenset(
-        "year month day hour minute second microsecond tzinfo fold".split()  # tzinfo: see below
+        [
+            "year",
+            "month",
+            "day",
+            "hour",
+            "minute",
+            "second",
+            "microsecond",
+            "tzinfo",
+            "fold",
+        ]  # tzinfo: see below
     ),
-    _dt.date: frozenset("year month day".split()),
-    _dt.time: frozenset("hour minute second microsecond".split()),
-    _dt.timedelta: frozenset("days seconds microseconds".split()),
+    _dt.date: frozenset(["year", "month", "day"]),
+    _dt.time: frozenset(["hour", "minute", "second", "microsecond"]),
+    _dt.timedelta: frozenset(["days", "seconds", "microseconds"]),
     _urlparse.ParseResult: frozenset(
-        "scheme netloc path params query fragment username password hostname port".split()
+        [
+            "scheme",
+            "netloc",
+            "path",
+            "params",
+            "query",
+            "fragment",
+            "username",
+            "password",
+            "hostname",
+            "port",
+        ]
     ),
     _urlparse.SplitResult: frozenset(
-        "scheme netloc path query fragment username password hostname port".split()
+        ["scheme", "netloc", "path", "query", "fragment", "username", "password", "hostname", "port"]
     ),
 }
 _MATCH_FIELDS = frozenset({"string", "pos", "endpos", "lastindex", "lastgroup"})
@@ -515,9 +587,31 @@ _URL_METHODS = {"geturl": _method(_urlparse.ParseResult.geturl)}
 
 #: Attribute names that are rejected when reading, whatever the object.
 BLOCKED_ATTRIBUTES = frozenset(
-    "format format_map mro gi_frame gi_code gi_yieldfrom cr_frame cr_code cr_await ag_frame "
-    "ag_code f_globals f_locals f_builtins f_back f_code tb_frame tb_next func_globals func_code "
-    "co_code im_func im_self".split()
+    [
+        "format",
+        "format_map",
+        "mro",
+        "gi_frame",
+        "gi_code",
+        "gi_yieldfrom",
+        "cr_frame",
+        "cr_code",
+        "cr_await",
+        "ag_frame",
+        "ag_code",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "f_back",
+        "f_code",
+        "tb_frame",
+        "tb_next",
+        "func_globals",
+        "func_code",
+        "co_code",
+        "im_func",
+        "im_self",
+    ]
 )
 
 
@@ -879,7 +973,7 @@ def _text_arg(value: Any, what: str, cap: int | None = None) -> str:
     if len(value) > limit:
         _too_big(f"{what}'s input", len(value), limit)
     budget.charge(1 + (len(value) >> 3))
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def load_json(s: Any) -> Any:
@@ -910,7 +1004,7 @@ def load_yaml(s: Any) -> Any:
     """YAML with the safe loader only: `!!python/...` tags are errors, not objects."""
     text = _text_arg(s, "load_yaml")
     try:
-        return _yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - the loader is the safe one
+        return _yaml.load(text, Loader=_YAML_LOADER)
     except RecursionError:
         raise LimitExceeded("YAML nested too deeply") from None
     except _yaml.YAMLError as exc:
@@ -994,7 +1088,7 @@ def _regex_sub(name: str) -> Callable[..., Any]:
             if total[0] > cap:
                 _too_big(f"re.{name}'s result", total[0], cap)
             budget.charge(1 + (len(out) >> 3))
-            return out  # type: ignore[no-any-return]
+            return out
 
         if type(repl) is not str and not callable(repl):
             _fail(f"re.{name}: the replacement must be a string")
@@ -1030,14 +1124,14 @@ def match_regex(pattern: Any, string: Any) -> bool:
 
 
 def markdown_to_html(md: Any) -> str:
-    import markdown as _markdown  # slow to import; only when used
+    import markdown as _markdown  # type: ignore[import-untyped]  # slow to import; only when used
 
     text = _text_arg(md, "markdown_to_html", current_budget().limits.max_markup_length)
     return _check_result(_markdown.markdown(text), current_budget())  # type: ignore[no-any-return]
 
 
 def html_to_markdown(html: Any) -> str:
-    import markdownify as _markdownify  # type: ignore[import-untyped]
+    import markdownify as _markdownify  # no stubs
 
     text = _text_arg(html, "html_to_markdown", current_budget().limits.max_markup_length)
     return _check_result(_markdownify.markdownify(text), current_budget())  # type: ignore[no-any-return]
@@ -1152,14 +1246,39 @@ def _dt_namespace() -> Namespace:
     )
 
 
-_MATH_NAMES = (
-    "sqrt exp ceil floor isinf isnan log log10 log2 pow sin cos tan asin acos atan atan2 pi e".split()
-)
-_STATS_NAMES = "mean stdev geometric_mean median median_low median_high mode quantiles".split()
-_STRING_NAMES = (
-    "ascii_letters ascii_lowercase ascii_uppercase digits hexdigits octdigits punctuation whitespace "
-    "printable"
-).split()
+_MATH_NAMES = [
+    "sqrt",
+    "exp",
+    "ceil",
+    "floor",
+    "isinf",
+    "isnan",
+    "log",
+    "log10",
+    "log2",
+    "pow",
+    "sin",
+    "cos",
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "atan2",
+    "pi",
+    "e",
+]
+_STATS_NAMES = ["mean", "stdev", "geometric_mean", "median", "median_low", "median_high", "mode", "quantiles"]
+_STRING_NAMES = [
+    "ascii_letters",
+    "ascii_lowercase",
+    "ascii_uppercase",
+    "digits",
+    "hexdigits",
+    "octdigits",
+    "punctuation",
+    "whitespace",
+    "printable",
+]
 
 
 def _urlencode(query: Any, doseq: bool = False) -> str:
@@ -1304,20 +1423,18 @@ RUNTIME: dict[str, Any] = {
     "__ml_xor": op_xor,
 }
 
-_VIEW_TYPES = (type({}.keys()), type({}.values()), type({}.items()))
-_ITERATOR_TYPES = frozenset(
-    {
-        type(x)
-        for x in (
-            map(abs, []),
-            zip(),
-            enumerate([]),
-            filter(None, []),
-            reversed([]),
-            iter([]),
-            iter(()),
-            iter(range(0)),
-            (lambda: (yield))(),
-        )
-    }
+_VIEW_TYPES: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))
+_ITERATOR_SAMPLES: tuple[object, ...] = (
+    map(abs, []),
+    zip(),
+    enumerate([]),
+    filter(None, []),
+    reversed([]),
+    iter([]),
+    iter(()),
+    iter(range(0)),
+    iter(()),
+)
+_ITERATOR_TYPES: frozenset[type] = frozenset(
+    {*(type(x) for x in _ITERATOR_SAMPLES), type(_counted([], Budget(DEFAULT_LIMITS)))}
 )

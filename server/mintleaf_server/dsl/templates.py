@@ -16,6 +16,7 @@ braces, no `{% for %}`), and a plain `SandboxedEnvironment` (no CPU or size boun
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -115,11 +116,43 @@ def _concat(parts: list[Any]) -> str:
     return str(check_result("".join(safe_str(p) for p in parts), current_budget()))
 
 
-_SIMPLE_FILTERS = (
-    "abs capitalize default d dictsort first float int last length count lower upper map max min "
-    "reject rejectattr select selectattr reverse sort title trim truncate unique wordcount items "
-    "attr list filesizeformat urlencode e escape safe"
-).split()
+_SIMPLE_FILTERS = [
+    "abs",
+    "capitalize",
+    "default",
+    "d",
+    "dictsort",
+    "first",
+    "float",
+    "int",
+    "last",
+    "length",
+    "count",
+    "lower",
+    "upper",
+    "map",
+    "max",
+    "min",
+    "reject",
+    "rejectattr",
+    "select",
+    "selectattr",
+    "reverse",
+    "sort",
+    "title",
+    "trim",
+    "truncate",
+    "unique",
+    "wordcount",
+    "items",
+    "attr",
+    "list",
+    "filesizeformat",
+    "urlencode",
+    "e",
+    "escape",
+    "safe",
+]
 
 _FILTERS: dict[str, Callable[..., Any]] = {name: _guard_filter(FILTERS[name]) for name in _SIMPLE_FILTERS}
 _FILTERS |= {
@@ -203,7 +236,7 @@ class _Environment(ImmutableSandboxedEnvironment):
                 return self.getattr(obj, argument)
         return self.undefined(obj=obj, name=argument)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         current_budget().charge(1)
         return super().call(__context, __obj, *args, **kwargs)
 
@@ -233,7 +266,9 @@ def _check_tree(tree: nodes.Template) -> None:
 def _check_attribute(attr: str, line: int) -> None:
     if attr.startswith("_"):
         kind = "dunder" if attr.startswith("__") else "private"
-        raise ReadError(f"unsafe attribute {attr!r} in template (line {line}): {kind} attributes are not allowed")
+        raise ReadError(
+            f"unsafe attribute {attr!r} in template (line {line}): {kind} attributes are not allowed"
+        )
     if attr in BLOCKED_ATTRIBUTES:
         raise ReadError(f"unsafe attribute {attr!r} in template (line {line}) is not allowed")
 
@@ -268,7 +303,9 @@ class CompiledTemplate:
         except LimitExceeded as exc:
             raise LimitExceeded(f"{exc}, in template {_short(self.source)}", self.source) from exc
         except SecurityError as exc:
-            raise EvaluationError(f"unsafe operation: {exc}, in template {_short(self.source)}", self.source) from exc
+            raise EvaluationError(
+                f"unsafe operation: {exc}, in template {_short(self.source)}", self.source
+            ) from exc
         except EvaluationError as exc:
             raise EvaluationError(f"{exc}, in template {_short(self.source)}", self.source) from exc
         except (RecursionError, MemoryError) as exc:
@@ -278,7 +315,9 @@ class CompiledTemplate:
                 self.source,
             ) from exc
         except TemplateError as exc:
-            raise EvaluationError(f"{exc.message or exc}, in template {_short(self.source)}", self.source) from exc
+            raise EvaluationError(
+                f"{exc.message or exc}, in template {_short(self.source)}", self.source
+            ) from exc
         except Exception as exc:
             raise EvaluationError(
                 f"{type(exc).__name__}: {exc}, in template {_short(self.source)}", self.source
@@ -307,11 +346,17 @@ def compile_template(source: str, names: frozenset[str]) -> tuple[CompiledTempla
     unknown = sorted(undeclared - names - BUILTIN_NAMES)
     if unknown:
         quoted = ", ".join(repr(n) for n in unknown)
-        raise ReadError(f"unknown name{'s' if len(unknown) > 1 else ''} {quoted} in template {_short(source)}")
+        raise ReadError(
+            f"unknown name{'s' if len(unknown) > 1 else ''} {quoted} in template {_short(source)}"
+        )
     try:
-        template = _ENV.from_string(tree)
+        with warnings.catch_warnings():  # Python's compile warns on `0[:1]`: a mistake, reported
+            warnings.simplefilter("error", SyntaxWarning)
+            template = _ENV.from_string(tree)
     except TemplateSyntaxError as exc:
         raise ReadError(f"invalid template (line {exc.lineno}): {exc.message}: {_short(source)}") from exc
+    except SyntaxError as exc:
+        raise ReadError(f"invalid template: {exc.msg}: {_short(source)}") from exc
     except (RecursionError, MemoryError) as exc:
         raise ReadError(f"template nested too deeply: {_short(source)}") from exc
     return CompiledTemplate(source, template), frozenset(undeclared & names)

@@ -91,7 +91,12 @@ def test_expression_slot_reads_any_string_as_an_expression() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "name"),
-    [("score > 0.8", "score"), ("category == 'A'", "category"), ("data_list", "data_list"), ("numbers", "numbers")],
+    [
+        ("score > 0.8", "score"),
+        ("category == 'A'", "category"),
+        ("data_list", "data_list"),
+        ("numbers", "numbers"),
+    ],
 )
 def test_expression_slot_names_unknown_names(raw: str, name: str) -> None:
     with pytest.raises(ReadError, match=f"unknown name '{name}'"):
@@ -185,7 +190,7 @@ def test_escape_literal_newlines_only_touches_literals() -> None:
 
 
 def test_research_agent_comprehension_with_raw_newline() -> None:
-    raw = yaml.safe_load('x: "$ [q.strip() for q in _.split(\'\\n\') if q.strip()]"')["x"]
+    raw = yaml.safe_load("x: \"$ [q.strip() for q in _.split('\\n') if q.strip()]\"")["x"]
     assert "\n" in raw
     r = read_string(raw, Slot.VALUE, NAMES)
     assert isinstance(r, Expression)
@@ -295,7 +300,11 @@ def test_story_and_comic_creator_strings() -> None:
     assert read_kind(main[2]["foreach"]["do"]["arguments"]["description"], Slot.VALUE) == "expression"
     ret = read_value(main[4]["return"], Slot.VALUE, NAMES)
     outputs = {1: {"story": "S"}, 2: [{"image": {"url": "u1"}}, {"image": {"url": "u2"}}], 3: "Title"}
-    assert evaluate_value(ret, {"outputs": outputs}) == {"title": "Title", "story": "S", "comic_panels": ["u1", "u2"]}
+    assert evaluate_value(ret, {"outputs": outputs}) == {
+        "title": "Title",
+        "story": "S",
+        "comic_panels": ["u1", "u2"],
+    }
 
 
 def test_tool_examples_strings() -> None:
@@ -346,4 +355,7 @@ def test_snippet_texts_stay_text() -> None:
     assert read_kind(snippets["tool_call"]["arguments"]["query"], Slot.VALUE) == "text"
     assert read_kind(snippets["set"]["set"]["user_preference"], Slot.VALUE) == "text"
     assert read_kind(snippets["return"]["return"]["result"], Slot.VALUE) == "text"
-    assert read_kind(snippets["map_reduce"]["map_reduce"]["map"][0]["evaluate"]["squared"], Slot.VALUE) == "expression"
+    assert (
+        read_kind(snippets["map_reduce"]["map_reduce"]["map"][0]["evaluate"]["squared"], Slot.VALUE)
+        == "expression"
+    )
