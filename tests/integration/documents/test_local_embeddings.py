@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from mintleaf_server.documents.embeddings import LocalEmbedder
 from mintleaf_server.documents.store import Owner, create_doc, search
 

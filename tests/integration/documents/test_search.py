@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from mintleaf_server.documents.chunking import ChunkingConfig
 from mintleaf_server.documents.embeddings import Embedder
 from mintleaf_server.documents.errors import (
