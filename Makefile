@@ -1,6 +1,7 @@
 # One task runner for everything. `make demo` and `make test` are the README's two commands: both
 # set everything up first (a virtualenv with pinned packages, buf from npm), so they work on a fresh
-# machine with nothing installed by hand.
+# machine with nothing installed by hand. requirements/*.txt pin the direct dependencies;
+# requirements/lock.txt pins every transitive one (`make lock` refreshes it).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -9,19 +10,22 @@ STAMP := $(VENV)/.setup-stamp
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup gen check-gen lint test test-unit test-integration bench demo serve clean
+.PHONY: lock setup gen check-gen lint test test-unit test-integration bench demo serve clean
 
 setup: $(STAMP) node_modules/.stamp
 
 $(STAMP): requirements/lock.txt requirements/base.txt requirements/dev.txt server/pyproject.toml sdk_python/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt -c requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e server -e sdk_python
 	touch $(STAMP)
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch node_modules/.stamp
+
+lock: setup
+	$(BIN)/python -m pip freeze --exclude-editable > requirements/lock.txt
 
 gen: setup
 	bash scripts/gen.sh

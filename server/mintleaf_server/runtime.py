@@ -35,6 +35,7 @@ class Runtime:
     embedded_pg: EmbeddedPostgres | None = None
     embedded_redis: EmbeddedRedis | None = None
     models: Any = None
+    embedder: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def start(self) -> None:
@@ -61,6 +62,7 @@ class Runtime:
         await self.redis.ping()
         self.auth = Authenticator(self.db, await load_key_secret(self.db, s.key_secret))
         self.models = _model_registry(s)
+        self.embedder = make_embedder(s.embeddings)
 
     async def close(self) -> None:
         if self.models is not None and hasattr(self.models, "aclose"):
@@ -136,6 +138,37 @@ class Runtime:
         if default and not any(m["name"] == default for m in out):
             out.insert(0, {"name": default, "context_window": 0, "is_default": True})
         return out
+
+
+def make_embedder(cfg: dict[str, Any]) -> Any:
+    """The configured embedding backend ([embeddings] backend = "openai" | "local" | "none")."""
+    from .config import ConfigError
+
+    backend = str(cfg.get("backend", "none"))
+    if backend == "none":
+        return None
+    if backend == "local":
+        from .documents.embeddings import LocalEmbedder
+
+        try:
+            return LocalEmbedder(dimensions=int(cfg.get("dimensions", 256)))
+        except Exception as exc:
+            raise ConfigError(f"setting 'embeddings': {exc}") from exc
+    if backend == "openai":
+        from .documents.embeddings import OpenAIEmbedder
+
+        key_env = cfg.get("api_key_env")
+        api_key = cfg.get("api_key") or (os.environ.get(str(key_env)) if key_env else None)
+        if "model" not in cfg or "dimensions" not in cfg:
+            raise ConfigError("setting 'embeddings': backend 'openai' needs 'model' and 'dimensions'")
+        return OpenAIEmbedder(
+            model=str(cfg["model"]),
+            dimensions=int(cfg["dimensions"]),
+            base_url=cfg.get("base_url"),
+            api_key=api_key or "unused",
+            send_dimensions=bool(cfg.get("send_dimensions", True)),
+        )
+    raise ConfigError(f"setting 'embeddings.backend': {backend!r} is not openai, local or none")
 
 
 def _model_registry(s: Settings) -> Any:

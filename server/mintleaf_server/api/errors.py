@@ -136,6 +136,16 @@ def from_exception(exc: BaseException) -> ApiError:
         )
     if isinstance(exc, Conflict):
         return Aborted(str(exc), reason="CONFLICT")
+    from ..documents import errors as doc_errors
+
+    if isinstance(exc, doc_errors.InvalidArgument):
+        return InvalidArgument(exc.field, exc.message)
+    if isinstance(exc, doc_errors.DocNotFound):
+        return NotFoundError(str(exc), reason="DOC_NOT_FOUND")
+    if isinstance(exc, doc_errors.EmbeddingUnavailable):
+        return FailedPrecondition(str(exc), reason="EMBEDDINGS_UNAVAILABLE")
+    if isinstance(exc, doc_errors.EmbeddingFailed):
+        return Unavailable(str(exc), reason="EMBEDDING_FAILED")
     if isinstance(exc, TaskInvalid):
         return InvalidArgument(
             [

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from mintleaf_server.store.base import new_id, now
@@ -152,14 +152,16 @@ def embedding_input(title: str, chunk: str, embed_instruction: str | None) -> st
 
 async def extension_support(conn: Conn) -> ExtensionSupport:
     """Which optional extensions are installed in this database (the embedded PostgreSQL has neither)."""
-    cur = await conn.execute(queries.EXTENSIONS)
+    cur = conn.cursor(row_factory=tuple_row)  # whatever the connection's own row factory is
+    await cur.execute(queries.EXTENSIONS)
     names = {row[0] for row in await cur.fetchall()}
     return ExtensionSupport(pg_trgm="pg_trgm" in names, unaccent="unaccent" in names)
 
 
 async def ensure_vector_index(conn: Conn, dimensions: int) -> None:
     """Create the HNSW index for this embedding size if it does not exist yet."""
-    cur = await conn.execute(queries.INDEX_EXISTS, {"name": hnsw_index_name(dimensions)})
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute(queries.INDEX_EXISTS, {"name": hnsw_index_name(dimensions)})
     row = await cur.fetchone()
     if row is not None and row[0]:
         return

@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
-from .models import metadata
+from .models import include_object, metadata
 
 __all__ = ["alembic_config", "schema_diff", "sqlalchemy_url", "upgrade"]
 
@@ -47,7 +47,7 @@ def schema_diff(database_url: str) -> list[object]:
     """Differences between the migrated schema and the models (empty when they agree)."""
     engine = create_engine(sqlalchemy_url(database_url), poolclass=pool.NullPool)
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include_object})
         diff = compare_metadata(ctx, metadata)
     engine.dispose()
     return list(diff)
