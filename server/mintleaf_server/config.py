@@ -85,6 +85,9 @@ _ENV = {
 }
 
 
+_SECTIONS = ("server", "limits", "models", "embeddings", "integrations")
+
+
 def _coerce(name: str, value: Any, target: Any) -> Any:
     """Converts a file or environment value to the field's type, or raises ConfigError naming it."""
     try:
@@ -98,7 +101,7 @@ def _coerce(name: str, value: Any, target: Any) -> Any:
                 return False
             raise ValueError("expected true or false")
         if target in (int, "int"):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected an integer")
             return int(value)
         if target in (float, "float"):
@@ -131,6 +134,12 @@ def load_settings(
             raise ConfigError(f"config file {str(p)!r} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from exc
+    for key in raw:
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown setting {key!r} (known sections: {', '.join(_SECTIONS)})")
+    for section in ("server", "limits"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"setting '{section}' must be a table")
     server = dict(raw.get("server", {}))
     known = {f.name: f for f in dataclasses.fields(Settings)}
     for key in server:
@@ -160,6 +169,8 @@ def load_settings(
                 raise ConfigError(f"setting '{section}' must be a table")
             values[section] = raw[section]
     values.update(overrides)
+    if isinstance(values.get("log_level"), str):
+        values["log_level"] = values["log_level"].upper()  # logging accepts upper-case names only
     settings = Settings(**values)
     _validate(settings)
     return settings
@@ -175,6 +186,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("setting 'REDIS_URL' must start with redis://, rediss:// or unix://")
     if s.worker_concurrency < 1:
         raise ConfigError("setting 'worker_concurrency' must be at least 1")
+    if s.shutdown_grace_seconds < 0:
+        raise ConfigError("setting 'shutdown_grace_seconds' must not be negative")
+    if s.limits.default_page_size > s.limits.max_page_size:
+        raise ConfigError("setting 'limits.default_page_size' must not exceed 'limits.max_page_size'")
     if s.pool_min_size < 1 or s.pool_max_size < s.pool_min_size:
         raise ConfigError("settings 'pool_min_size'/'pool_max_size' must satisfy 1 <= min <= max")
     for net in s.api_call_allow_networks:

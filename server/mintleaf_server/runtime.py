@@ -108,15 +108,7 @@ class Runtime:
     async def _delete_owned_docs(
         self, conn: Any, dev: uuid.UUID, owner_type: str, owner_id: uuid.UUID
     ) -> None:
-        try:
-            from .documents import service as docs_service  # noqa: F401
-        except ImportError:
-            return
-        await conn.execute(
-            "DELETE FROM doc_chunks WHERE developer_id = %s AND doc_id IN"
-            " (SELECT id FROM docs WHERE developer_id = %s AND owner_type = %s AND owner_id = %s)",
-            (dev, dev, owner_type, owner_id),
-        )
+        # doc_chunks go with their doc (ON DELETE CASCADE).
         await conn.execute(
             "DELETE FROM docs WHERE developer_id = %s AND owner_type = %s AND owner_id = %s",
             (dev, owner_type, owner_id),

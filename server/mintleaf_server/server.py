@@ -139,7 +139,7 @@ class App:
         if not self.settings.worker_enabled:
             return
         try:
-            from .engine.service import start_worker
+            from .engine.service import start_worker  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             return
         stop = await start_worker(self.runtime)

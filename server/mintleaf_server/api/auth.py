@@ -94,8 +94,9 @@ class Authenticator:
             raise Unauthenticated("the API key is not valid (unknown or revoked)", reason="API_KEY_INVALID")
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (row["developer_id"], now + AUTH_CACHE_SECONDS)
-        return row["developer_id"]
+        developer_id: uuid.UUID = row["developer_id"]
+        self._cache[digest] = (developer_id, now + AUTH_CACHE_SECONDS)
+        return developer_id
 
     async def authenticate(self, context: grpc.aio.ServicerContext) -> uuid.UUID:
         """The developer behind the call's `authorization: Bearer <key>` (or Julep's `x-auth-key`)."""

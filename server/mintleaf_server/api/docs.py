@@ -15,7 +15,16 @@ from ..documents import store as docstore
 from ..documents.errors import EmbeddingUnavailable
 from ..store.db import decode_page_token, encode_page_token
 from .agents import AGENTS, USERS
-from .common import Servicer, check_metadata, page_size, parse_id, struct_to_dict, to_struct, to_timestamp, unary
+from .common import (
+    Servicer,
+    check_metadata,
+    page_size,
+    parse_id,
+    struct_to_dict,
+    to_struct,
+    to_timestamp,
+    unary,
+)
 from .errors import FailedPrecondition, InvalidArgument
 
 __all__ = ["DocServicer", "doc_to_proto"]
@@ -87,7 +96,9 @@ class DocServicer(Servicer, docs_pb2_grpc.DocServiceServicer):
         return doc_to_proto(doc, count)
 
     @unary
-    async def GetDoc(self, request: docs_pb2.GetDocRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> docs_pb2.Doc:
+    async def GetDoc(
+        self, request: docs_pb2.GetDocRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> docs_pb2.Doc:
         doc_id = parse_id(request.id, "id")
         async with self.rt.db.connection() as conn:
             doc = await docstore.get_doc(conn, developer_id=dev, doc_id=doc_id)
@@ -153,7 +164,11 @@ class DocServicer(Servicer, docs_pb2_grpc.DocServiceServicer):
         if mode is None:
             if request.mode != docs_pb2.DOC_SEARCH_MODE_UNSPECIFIED:
                 raise InvalidArgument("mode", "is not a known search mode")
-            mode = "hybrid" if self.rt.embedder is not None and request.text else ("vector" if request.vector else "text")
+            mode = (
+                "hybrid"
+                if self.rt.embedder is not None and request.text
+                else ("vector" if request.vector else "text")
+            )
         if mode in ("text", "hybrid") and not request.text.strip():
             raise InvalidArgument("text", f"is required for {mode} search")
         if mode == "vector" and not request.text.strip() and not request.vector:
@@ -177,7 +192,10 @@ class DocServicer(Servicer, docs_pb2_grpc.DocServiceServicer):
         return docs_pb2.SearchDocsResponse(
             results=[
                 docs_pb2.DocSearchResult(
-                    doc=doc_to_proto(hit.doc), chunk_index=hit.chunk.chunk_index, snippet=hit.chunk.content, score=hit.score
+                    doc=doc_to_proto(hit.doc),
+                    chunk_index=hit.chunk.chunk_index,
+                    snippet=hit.chunk.content,
+                    score=hit.score,
                 )
                 for hit in results.hits
             ],
@@ -185,7 +203,9 @@ class DocServicer(Servicer, docs_pb2_grpc.DocServiceServicer):
         )
 
     @unary
-    async def Embed(self, request: docs_pb2.EmbedRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> docs_pb2.EmbedResponse:
+    async def Embed(
+        self, request: docs_pb2.EmbedRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
+    ) -> docs_pb2.EmbedResponse:
         texts = list(request.text)
         if not texts:
             raise InvalidArgument("text", "give at least one text")
@@ -195,7 +215,10 @@ class DocServicer(Servicer, docs_pb2_grpc.DocServiceServicer):
             if not t.strip():
                 raise InvalidArgument(f"text[{i}]", "must not be empty")
         if self.rt.embedder is None:
-            raise FailedPrecondition("no embedding backend is configured ([embeddings] in the config)", reason="EMBEDDINGS_UNAVAILABLE")
+            raise FailedPrecondition(
+                "no embedding backend is configured ([embeddings] in the config)",
+                reason="EMBEDDINGS_UNAVAILABLE",
+            )
         prefix = f"{request.embed_instruction}\n" if request.embed_instruction else ""
         vectors = await self.rt.embedder.embed([prefix + t for t in texts])
         return docs_pb2.EmbedResponse(vectors=[docs_pb2.Vector(values=v) for v in vectors])

@@ -140,7 +140,8 @@ def _recall(session: sessions_pb2.Session, f: str) -> dict[str, Any] | None:
         docs_pb2.DOC_SEARCH_MODE_HYBRID,
     ):
         raise InvalidArgument(f"{f}.mode", "is not a known search mode")
-    return json_format.MessageToDict(r, preserving_proto_field_name=True)
+    options: dict[str, Any] = json_format.MessageToDict(r, preserving_proto_field_name=True)
+    return options
 
 
 def _values(session: sessions_pb2.Session, paths: list[str]) -> dict[str, Any]:

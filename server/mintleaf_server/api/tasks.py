@@ -57,7 +57,8 @@ def _document(task: tasks_pb2.Task, prefix: str = "task") -> dict[str, Any]:
             ) from None
         except DslError as exc:
             raise InvalidArgument(f"{prefix}.yaml", str(exc)) from None
-        return thaw(doc)
+        document: dict[str, Any] = thaw(doc)
+        return document
     if not has_def:
         raise InvalidArgument(f"{prefix}.definition", "the task document is required (definition or yaml)")
     if task.definition.ByteSize() > MAX_DEFINITION_BYTES:
@@ -138,7 +139,8 @@ async def _insert_version(
         )
     ).fetchone()
     assert row is not None
-    return row
+    inserted: dict[str, Any] = row
+    return inserted
 
 
 class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
@@ -183,7 +185,7 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
             )
             try:
                 async with conn.transaction():
-                    task = await (
+                    task = await (  # type: ignore[assignment]
                         await conn.execute(
                             "INSERT INTO tasks (developer_id, id, agent_id, canonical_name, latest_version, metadata)"
                             " VALUES (%s, %s, %s, %s, 1, %s) RETURNING *",

@@ -87,12 +87,12 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
         async with self.pool.connection() as conn:
-            yield conn
+            yield conn  # type: ignore[misc]  # the pool's connections use dict_row (see __init__)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
         async with self.pool.connection() as conn, conn.transaction():
-            yield conn
+            yield conn  # type: ignore[misc]
 
     # -- generic CRUD -------------------------------------------------------------------------
 
@@ -184,7 +184,7 @@ class Database:
         conn: psycopg.AsyncConnection[dict[str, Any]] | None = None,
         for_update: bool = False,
     ) -> dict[str, Any]:
-        where = sql.SQL("developer_id = %s AND id = %s")
+        where: sql.Composable = sql.SQL("developer_id = %s AND id = %s")
         params: list[Any] = [developer_id, id]
         if parent is not None and spec.parent:
             where = sql.SQL("{} AND {} = %s").format(where, sql.Identifier(spec.parent))
@@ -211,7 +211,7 @@ class Database:
         metadata_filter: Mapping[str, Any] | None = None,
         equals: Mapping[str, Any] | None = None,
     ) -> Page:
-        clauses = [sql.SQL("developer_id = %s")]
+        clauses: list[sql.Composable] = [sql.SQL("developer_id = %s")]
         params: list[Any] = [developer_id]
         if page_token:
             created, last = decode_page_token(page_token)
@@ -247,11 +247,11 @@ class Database:
     ) -> dict[str, Any]:
         if not values:
             return await self.get(spec, developer_id, id, parent=parent, conn=conn)
-        sets = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values]
+        sets: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values]
         params = [_adapt(spec, c, v) for c, v in values.items()]
         if spec.has_updated_at:
             sets.append(sql.SQL("updated_at = now()"))
-        where = sql.SQL("developer_id = %s AND id = %s")
+        where: sql.Composable = sql.SQL("developer_id = %s AND id = %s")
         params += [developer_id, id]
         if parent is not None and spec.parent:
             where = sql.SQL("{} AND {} = %s").format(where, sql.Identifier(spec.parent))
@@ -282,7 +282,7 @@ class Database:
         parent: uuid.UUID | None = None,
         conn: psycopg.AsyncConnection[dict[str, Any]] | None = None,
     ) -> None:
-        where = sql.SQL("developer_id = %s AND id = %s")
+        where: sql.Composable = sql.SQL("developer_id = %s AND id = %s")
         params: list[Any] = [developer_id, id]
         if parent is not None and spec.parent:
             where = sql.SQL("{} AND {} = %s").format(where, sql.Identifier(spec.parent))

