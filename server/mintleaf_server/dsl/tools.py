@@ -59,7 +59,8 @@ SYSTEM_OPERATIONS = frozenset(
 API_CALL_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 
 # Names in scope for strings inside tool definitions.
-TOOL_DEF_NAMES: frozenset[str] = frozenset({"secrets"}) | frozenset(BUILTIN_NAMES)
+# `arguments` are the call's arguments: an api_call definition templates its URL, headers, body from them.
+TOOL_DEF_NAMES: frozenset[str] = frozenset({"secrets", "arguments"}) | frozenset(BUILTIN_NAMES)
 
 # JULEP-SPEC 1.1 validPythonIdentifier: tool names, tool refs, workflow keys.
 _IDENTIFIER = re.compile(r"^[^\W0-9]\w*$")

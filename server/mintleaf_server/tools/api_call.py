@@ -30,7 +30,14 @@ from .errors import ToolArgumentsInvalid, ToolHttpError, ToolTimeout, redact
 from .network import DEFAULT_MAX_RESPONSE_BYTES, describe_url, http_client, read_capped, translate_http_error
 from .specs import evaluate_spec, merge_under, secret_scope
 
-__all__ = ["API_CALL_ARGUMENTS", "DEFAULT_TIMEOUT", "MAX_REDIRECTS", "MAX_TIMEOUT", "build_request", "run_api_call"]
+__all__ = [
+    "API_CALL_ARGUMENTS",
+    "DEFAULT_TIMEOUT",
+    "MAX_REDIRECTS",
+    "MAX_TIMEOUT",
+    "build_request",
+    "run_api_call",
+]
 
 log = logging.getLogger("mintleaf.tools.api_call")
 
@@ -88,16 +95,18 @@ def merge_fields(
         args["json"] = args.pop("json_")
     unknown = sorted(set(args) - API_CALL_ARGUMENTS)
     if unknown:
-        raise ToolArgumentsInvalid(unknown[0], f"is not an api_call field ({', '.join(sorted(API_CALL_ARGUMENTS - {'json_'}))})")
+        raise ToolArgumentsInvalid(
+            unknown[0], f"is not an api_call field ({', '.join(sorted(API_CALL_ARGUMENTS - {'json_'}))})"
+        )
     base = dict(meta_setup)
     base.update({k: v for k, v in definition.items() if k not in ("schema", "secrets")})
     fields = dict(base)
     for key, value in args.items():
         if key == "headers":
             continue
-        if key in _OBJECT_FIELDS and isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
-            fields[key] = merge_under(base[key], value)
-        elif key == "params" and isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+        if (key in _OBJECT_FIELDS and isinstance(value, Mapping) and isinstance(base.get(key), Mapping)) or (
+            key == "params" and isinstance(value, Mapping) and isinstance(base.get(key), Mapping)
+        ):
             fields[key] = merge_under(base[key], value)
         else:
             fields[key] = value
@@ -124,9 +133,15 @@ def _files(value: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(item, Mapping) and isinstance(item.get("content"), str):
             body = item["content"]
             data = base64.b64decode(body) if item.get("encoding") == "base64" else body.encode()
-            out[name] = (str(item.get("filename") or name), data, str(item.get("content_type") or "application/octet-stream"))
+            out[name] = (
+                str(item.get("filename") or name),
+                data,
+                str(item.get("content_type") or "application/octet-stream"),
+            )
         else:
-            raise ToolArgumentsInvalid(f"files.{name}", "must be text or {filename?, content, content_type?, encoding?}")
+            raise ToolArgumentsInvalid(
+                f"files.{name}", "must be text or {filename?, content, content_type?, encoding?}"
+            )
     return out
 
 
@@ -165,7 +180,9 @@ def build_request(client: httpx.AsyncClient, fields: Mapping[str, Any]) -> httpx
     elif body is not None:
         kwargs["json"] = body
     if fields.get("data") is not None:
-        kwargs["data"] = {k: v if isinstance(v, str | bytes) else json.dumps(v) for k, v in fields["data"].items()}
+        kwargs["data"] = {
+            k: v if isinstance(v, str | bytes) else json.dumps(v) for k, v in fields["data"].items()
+        }
     if fields.get("files") is not None:
         kwargs["files"] = _files(fields["files"])
     cookies = fields.get("cookies")
@@ -212,7 +229,11 @@ async def run_api_call(tool: ToolDef, arguments: Mapping[str, Any], ctx: ToolCon
     hidden = [*secret_scope(tool, ctx).values(), *(fields.get("headers") or {}).values()]
     started = time.monotonic()
     async with http_client(
-        ctx, guarded=True, timeout=timeout, follow_redirects=bool(follow), max_redirects=int(config.get("max_redirects", MAX_REDIRECTS))
+        ctx,
+        guarded=True,
+        timeout=timeout,
+        follow_redirects=bool(follow),
+        max_redirects=int(config.get("max_redirects", MAX_REDIRECTS)),
     ) as client:
         request = build_request(client, fields)
         what = f"{tool.name}: {request.method} {describe_url(request.url)}"
@@ -231,7 +252,9 @@ async def run_api_call(tool: ToolDef, arguments: Mapping[str, Any], ctx: ToolCon
     log.info("api_call %s -> %s in %.3fs", what, response.status_code, time.monotonic() - started)
     if response.status_code >= 400:
         excerpt = redact(body[:300].decode("utf-8", "replace"), hidden)
-        raise ToolHttpError(response.status_code, f"{what}: status {response.status_code}: {excerpt}".rstrip(": "))
+        raise ToolHttpError(
+            response.status_code, f"{what}: status {response.status_code}: {excerpt}".rstrip(": ")
+        )
     parsed: Any = None
     if body:
         try:

@@ -19,7 +19,6 @@ import ipaddress
 import re
 import socket
 from collections.abc import Sequence
-from typing import Any
 
 import httpx
 
@@ -67,11 +66,12 @@ def _literal(host: str) -> IPAddress | None:
 
 
 def _embedded(ip: IPAddress) -> list[IPAddress]:
-    """The address and any IPv4 address it carries (mapped, 6to4, Teredo, NAT64)."""
+    """The addresses to judge: an IPv4-mapped address is its IPv4 address (the socket reaches
+    that); 6to4, Teredo and NAT64 addresses are judged with the IPv4 address they carry."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
     out: list[IPAddress] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            out.append(ip.ipv4_mapped)
         if ip.sixtofour is not None:
             out.append(ip.sixtofour)
         if ip.teredo is not None:
@@ -207,7 +207,9 @@ async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
     """The (decoded) body of a streamed response, aborting once it passes `limit` bytes."""
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ToolResponseTooLarge(f"{what}: the response declares {declared} bytes, over the {limit}-byte cap")
+        raise ToolResponseTooLarge(
+            f"{what}: the response declares {declared} bytes, over the {limit}-byte cap"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -227,5 +229,3 @@ def translate_http_error(exc: Exception, what: str) -> Exception:
     if isinstance(exc, httpx.HTTPError):
         return ToolConnectionFailed(f"{what}: {exc.__class__.__name__}")
     return exc
-
-

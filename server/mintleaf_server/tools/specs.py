@@ -39,7 +39,9 @@ def evaluate_spec(tool: ToolDef, ctx: ToolContext, arguments: Mapping[str, Any])
         value = evaluate_value(tool.spec, scope)
     except (DslError, ValueError, TypeError, KeyError, AttributeError) as exc:
         # The evaluator's message names the expression, not the secret values.
-        raise ToolError(f"tool {tool.name!r}: its definition could not be evaluated: {exc}", kind="spec_invalid") from exc
+        raise ToolError(
+            f"tool {tool.name!r}: its definition could not be evaluated: {exc}", kind="spec_invalid"
+        ) from exc
     result = thaw(value)
     assert isinstance(result, dict)
     return result

@@ -91,6 +91,8 @@ class IntegrationCall:
     arguments: dict[str, Any]
     config: dict[str, Any]
     ctx: ToolContext
+    # setup from the metadata and the definition only (values a user chose, not the operator)
+    user_setup: dict[str, Any] = field(default_factory=dict)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -129,12 +131,16 @@ class IntegrationCall:
         return values + self.ctx.secret_values()
 
     def error(self, status: int, message: str, *, retryable: bool | None = None) -> IntegrationError:
-        return IntegrationError(self.provider.name, status, redact(message, self.hidden()), retryable=retryable)
+        return IntegrationError(
+            self.provider.name, status, redact(message, self.hidden()), retryable=retryable
+        )
 
     # -- HTTP ----------------------------------------------------------------------------------
 
     def client(self, *, guarded: bool = False) -> httpx.AsyncClient:
-        return http_client(self.ctx, guarded=guarded, timeout=self.timeout, headers={"User-Agent": USER_AGENT})
+        return http_client(
+            self.ctx, guarded=guarded, timeout=self.timeout, headers={"User-Agent": USER_AGENT}
+        )
 
     async def request(
         self,
@@ -148,13 +154,17 @@ class IntegrationCall:
         """Send one request; 4xx/5xx become IntegrationError (401/403 say the key was refused)."""
         what = describe_url(url)
         try:
-            async with self.client(guarded=guarded) as client:
-                async with client.stream(method, url, **kwargs) as response:
-                    body = await read_capped(response, self.max_response_bytes, f"{self.provider.name}: {what}")
+            async with (
+                self.client(guarded=guarded) as client,
+                client.stream(method, url, **kwargs) as response,
+            ):
+                body = await read_capped(response, self.max_response_bytes, f"{self.provider.name}: {what}")
         except httpx.TimeoutException:
             raise ToolTimeout(f"{self.provider.name}: {method} {what} timed out") from None
         except httpx.HTTPError as exc:
-            raise self.error(0, f"could not reach {what} ({exc.__class__.__name__})", retryable=True) from None
+            raise self.error(
+                0, f"could not reach {what} ({exc.__class__.__name__})", retryable=True
+            ) from None
         status = response.status_code
         if status in (401, 403):
             raise self.error(

@@ -54,7 +54,12 @@ PROVIDER = Provider(
                 "type": "object",
                 "properties": {
                     "query": {"type": "string", "minLength": 1, "description": "The search query."},
-                    "count": {"type": "integer", "minimum": 1, "maximum": 20, "description": "Hits (default 10)."},
+                    "count": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 20,
+                        "description": "Hits (default 10).",
+                    },
                 },
                 "required": ["query"],
                 "additionalProperties": False,

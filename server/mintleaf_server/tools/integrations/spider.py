@@ -45,7 +45,9 @@ def _runner(endpoint: str | None) -> Any:
             content = item.get("content")
             documents.append(
                 {
-                    "page_content": content if isinstance(content, str) else ("" if content is None else str(content)),
+                    "page_content": content
+                    if isinstance(content, str)
+                    else ("" if content is None else str(content)),
                     "metadata": {
                         "url": item.get("url"),
                         "status": item.get("status"),
@@ -85,7 +87,9 @@ PROVIDER = Provider(
     default_base_url="https://api.spider.cloud",
     setup_keys={"api_key": ("spider_api_key", "api_key")},
     methods={
-        "crawl": _method("crawl", None, "Fetch a page (mode scrape, the default) or crawl a site (mode crawl)."),
+        "crawl": _method(
+            "crawl", None, "Fetch a page (mode scrape, the default) or crawl a site (mode crawl)."
+        ),
         "scrape": _method("scrape", "scrape", "Fetch one page."),
         "links": _method("links", "links", "List the links of a site."),
         "screenshot": _method("screenshot", "screenshot", "Screenshot a page (base64)."),

@@ -55,7 +55,13 @@ PROVIDER = Provider(
             description="Current weather for a location, as text.",
             arguments={
                 "type": "object",
-                "properties": {"location": {"type": "string", "minLength": 1, "description": "City name, e.g. 'Paris,FR'."}},
+                "properties": {
+                    "location": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "City name, e.g. 'Paris,FR'.",
+                    }
+                },
                 "required": ["location"],
                 "additionalProperties": False,
             },

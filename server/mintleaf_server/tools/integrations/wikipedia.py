@@ -59,7 +59,11 @@ async def search(call: IntegrationCall) -> dict[str, Any]:
             "formatversion": "2",
         },
     )
-    by_id = {str(p.get("pageid")): p for p in ((pages or {}).get("query") or {}).get("pages") or [] if isinstance(p, dict)}
+    by_id = {
+        str(p.get("pageid")): p
+        for p in ((pages or {}).get("query") or {}).get("pages") or []
+        if isinstance(p, dict)
+    }
     documents = []
     for pid in ids:  # search order, best first
         page = by_id.get(pid)
@@ -70,7 +74,11 @@ async def search(call: IntegrationCall) -> dict[str, Any]:
         documents.append(
             {
                 "page_content": text[:_MAX_CONTENT],
-                "metadata": {"title": page.get("title", ""), "summary": summary, "source": page.get("fullurl", "")},
+                "metadata": {
+                    "title": page.get("title", ""),
+                    "summary": summary,
+                    "source": page.get("fullurl", ""),
+                },
             }
         )
     return {"documents": documents}
@@ -88,7 +96,12 @@ PROVIDER = Provider(
                 "type": "object",
                 "properties": {
                     "query": {"type": "string", "minLength": 1, "description": "What to search for."},
-                    "load_max_docs": {"type": "integer", "minimum": 1, "maximum": 10, "description": "Pages to load (default 2)."},
+                    "load_max_docs": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 10,
+                        "description": "Pages to load (default 2).",
+                    },
                     "lang": {"type": "string", "description": "Wikipedia language code (default en)."},
                 },
                 "required": ["query"],

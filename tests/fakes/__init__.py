@@ -1,0 +1,1 @@
+"""Local stand-ins for third-party services (loopback only), speaking their real wire shapes."""
