@@ -57,8 +57,9 @@ def unwrap_completion(response: Any) -> Any:
     choices = response.get("choices")
     if not isinstance(choices, list) or len(choices) != 1:
         raise EffectError("unwrap needs exactly one choice in the model response")
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    choice: dict[str, Any] = choices[0] if isinstance(choices[0], dict) else {}
+    raw = choice.get("message")
+    message: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if choice.get("finish_reason") == "tool_calls" or message.get("tool_calls"):
         raise EffectError("tool calls cannot be unwrapped")
     return message.get("content")

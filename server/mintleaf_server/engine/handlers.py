@@ -55,10 +55,14 @@ class Handler:
     def body_done(self, run: Run, step: Step, frame: dict[str, Any], output: Any) -> None:
         raise StepFailure(f"step kind {step.kind} has no body", "internal")
 
-    def effect_done(self, run: Run, step: Step, pending: dict[str, Any], output: Any, metadata: dict[str, Any]) -> None:
+    def effect_done(
+        self, run: Run, step: Step, pending: dict[str, Any], output: Any, metadata: dict[str, Any]
+    ) -> None:
         run.complete(step, output, {"attempts": pending["attempt"], **metadata})
 
-    def branches_done(self, run: Run, step: Step, pending: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    def branches_done(
+        self, run: Run, step: Step, pending: dict[str, Any], results: list[dict[str, Any]]
+    ) -> None:
         raise StepFailure(f"step kind {step.kind} has no branches", "internal")
 
 
@@ -201,7 +205,9 @@ def _items(run: Run, value: Any, what: str) -> list[Any]:
     return list(items)
 
 
-def _start_branches(run: Run, step: Step, slots: list[str], inputs: list[Any], parallelism: int, ctl: dict[str, Any]) -> None:
+def _start_branches(
+    run: Run, step: Step, slots: list[str], inputs: list[Any], parallelism: int, ctl: dict[str, Any]
+) -> None:
     """Suspend on a fan-out: one durable branch per input, run by any worker."""
     frame = run.top()
     wf = run.wf_frame()
@@ -261,7 +267,9 @@ class ForeachHandler(Handler):
         else:
             run.complete(step, acc)
 
-    def branches_done(self, run: Run, step: Step, pending: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    def branches_done(
+        self, run: Run, step: Step, pending: dict[str, Any], results: list[dict[str, Any]]
+    ) -> None:
         _merge_states(run, results)
         run.complete(step, [r.get("output") for r in results])
 
@@ -298,7 +306,9 @@ class MapReduceHandler(Handler):
         else:
             run.complete(step, acc)
 
-    def branches_done(self, run: Run, step: Step, pending: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    def branches_done(
+        self, run: Run, step: Step, pending: dict[str, Any], results: list[dict[str, Any]]
+    ) -> None:
         assert isinstance(step, MapReduceStep)
         _merge_states(run, results)
         acc = pending["ctl"]["initial"]
@@ -314,11 +324,15 @@ class ParallelHandler(Handler):
         assert isinstance(step, ParallelStep)
         n = len(step.branches)
         if n > run.m.limits.max_fanout:
-            raise StepFailure(f"parallel has {n} branches, over the limit of {run.m.limits.max_fanout}", "limit")
+            raise StepFailure(
+                f"parallel has {n} branches, over the limit of {run.m.limits.max_fanout}", "limit"
+            )
         cur = run.top()["cur"]
         _start_branches(run, step, [f"par:{i}" for i in range(n)], [cur] * n, n, {})
 
-    def branches_done(self, run: Run, step: Step, pending: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    def branches_done(
+        self, run: Run, step: Step, pending: dict[str, Any], results: list[dict[str, Any]]
+    ) -> None:
         _merge_states(run, results)
         run.complete(step, [r.get("output") for r in results])  # declaration order
 
@@ -368,7 +382,9 @@ class PromptHandler(Handler):
                 messages = [{"role": "user", "content": value if isinstance(value, str) else str(value)}]
         tools: Any = step.tools
         if not isinstance(tools, str):
-            tools = [t if isinstance(t, str) else {"inline": i, "name": t.name} for i, t in enumerate(step.tools)]
+            tools = [
+                t if isinstance(t, str) else {"inline": i, "name": t.name} for i, t in enumerate(step.tools)
+            ]
         body = {
             "kind": "prompt",
             "messages": run.checked(messages, "prompt"),
@@ -381,7 +397,9 @@ class PromptHandler(Handler):
         }
         run.start_effect(step, body)
 
-    def effect_done(self, run: Run, step: Step, pending: dict[str, Any], output: Any, metadata: dict[str, Any]) -> None:
+    def effect_done(
+        self, run: Run, step: Step, pending: dict[str, Any], output: Any, metadata: dict[str, Any]
+    ) -> None:
         assert isinstance(step, PromptStep)
         if step.unwrap:
             try:

@@ -80,7 +80,14 @@ from mintleaf_server.engine.limits import Limits, backoff_ms
 from mintleaf_server.engine.run import Run, StepFailure, copy_state
 from mintleaf_server.engine.values import NotJson, jsonify
 
-__all__ = ["EFFECT_STEP_KINDS", "TERMINAL_STATUSES", "Environment", "Evaluator", "Machine", "initial_counters"]
+__all__ = [
+    "EFFECT_STEP_KINDS",
+    "TERMINAL_STATUSES",
+    "Environment",
+    "Evaluator",
+    "Machine",
+    "initial_counters",
+]
 
 Evaluator = Callable[[Any, Mapping[str, Any]], Any]
 
@@ -147,7 +154,9 @@ class Machine:
     def handler(self, step: Step) -> Handler:
         handler = HANDLERS.get(getattr(step, "kind", ""))
         if handler is None:
-            raise _Unknown(f"unknown step kind {getattr(step, 'kind', type(step).__name__)!r}", "unknown_step")
+            raise _Unknown(
+                f"unknown step kind {getattr(step, 'kind', type(step).__name__)!r}", "unknown_step"
+            )
         return handler
 
     def labels(self, workflow: str) -> dict[int, str]:
@@ -168,7 +177,8 @@ class Machine:
 
     def step_at(self, ref: Mapping[str, Any]) -> Step:
         """The step an effect request names (`request["step"]`)."""
-        return self.seqs.get(ref["workflow"], ref["loc"])[ref["index"]]
+        step: Step = self.seqs.get(ref["workflow"], ref["loc"])[ref["index"]]
+        return step
 
     def retry_policy(self, step: Step) -> RetryPolicy:
         return step.retry or self.task.retry or self.limits.effect_retry
@@ -197,7 +207,9 @@ class Machine:
             return _broken(f"unreadable state: {type(exc).__name__}: {exc}")
         return self._guard(st, lambda run: self._dispatch(run, event), now)
 
-    def _guard(self, st: dict[str, Any], body: Callable[[Run], None], now: int) -> tuple[dict[str, Any], list[Command]]:
+    def _guard(
+        self, st: dict[str, Any], body: Callable[[Run], None], now: int
+    ) -> tuple[dict[str, Any], list[Command]]:
         run = Run(self, st, now)
         try:
             try:
@@ -383,7 +395,9 @@ class Machine:
         if isinstance(event, BranchFailed):
             if kind == "fanout" and event.fanout_id == pending["fanout"]:
                 message = str(event.error.get("error", "failed"))
-                raise StepFailure(f"branch {event.index} failed: {message}", str(event.error.get("kind", "branch_failed")))
+                raise StepFailure(
+                    f"branch {event.index} failed: {message}", str(event.error.get("kind", "branch_failed"))
+                )
             return
         if isinstance(event, BranchReturned):
             if kind == "fanout" and event.fanout_id == pending["fanout"]:

@@ -18,8 +18,8 @@ from mintleaf_server.dsl.library import BUILTINS
 from mintleaf_server.engine.commands import (
     CancelBranches,
     CancelEffect,
-    CancelTimer,
     Cancelled,
+    CancelTimer,
     CloseWait,
     Command,
     Fail,
@@ -199,7 +199,8 @@ class Run:
     def wf_frame(self) -> dict[str, Any]:
         for frame in reversed(self.frames):
             if frame["t"] == "wf":
-                return frame
+                found: dict[str, Any] = frame
+                return found
         raise RuntimeError("a run without a workflow frame")
 
     def seq(self, frame: dict[str, Any]) -> Sequence:
@@ -207,7 +208,8 @@ class Run:
 
     def current_step(self) -> Step:
         frame = self.top()
-        return self.seq(frame)[frame["i"]]
+        step: Step = self.seq(frame)[frame["i"]]
+        return step
 
     def target(self, frame: dict[str, Any], i: int) -> dict[str, Any]:
         return {
@@ -429,7 +431,9 @@ class Run:
             "execution_id": self.m.env.execution_id,
             "developer_id": self.m.env.developer_id,
         }
-        self.suspend({"kind": "effect", "effect": eid, "attempt": attempt, "request": request, "deadline": deadline})
+        self.suspend(
+            {"kind": "effect", "effect": eid, "attempt": attempt, "request": request, "deadline": deadline}
+        )
         self.cmds.append(RunEffect(eid, request, deadline))
 
     def open_wait(
@@ -471,6 +475,7 @@ class Run:
         self.cleanup()
         self.st["status"] = "succeeded"
         self.st["result"] = out
+        self.st["returned"] = returned
         root = self.frames[0]
         state = dict(root.get("delta", {})) if self.is_branch else {}
         self.cmds.append(Finish(out, state, returned))

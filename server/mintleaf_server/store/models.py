@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
-from . import docs, tables  # noqa: F401  (registers the tables)
+from . import docs, executions, tables  # noqa: F401  (registers the tables)
 from .docs import HNSW_INDEX_PREFIX
 
 
