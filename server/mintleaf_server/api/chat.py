@@ -257,7 +257,7 @@ def to_api_error(exc: chat_errors.ChatError) -> ApiError:
 # -- the servicer --------------------------------------------------------------------------------
 
 
-class ChatServicer(Servicer, chat_pb2_grpc.ChatServiceServicer):  # type: ignore[misc]
+class ChatServicer(Servicer, chat_pb2_grpc.ChatServiceServicer):
     def __init__(self, runtime: Any) -> None:
         super().__init__(runtime)
         self.chat = ChatService(runtime)
