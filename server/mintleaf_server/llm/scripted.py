@@ -38,6 +38,11 @@ from typing import Any, Self, TypeAlias
 
 import h11
 
+# A valid 1x1 transparent PNG: what scripted image URLs serve.
+_PIXEL_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
 __all__ = [
     "Disconnect",
     "ErrorReply",
@@ -268,6 +273,7 @@ class ScriptedModelServer:
     """An OpenAI-compatible HTTP server on loopback whose replies tests script.
 
     Routes: POST /v1/chat/completions (plain and `stream: true`), POST /v1/embeddings,
+    POST /v1/images/generations (URLs of a 1x1 PNG served here),
     GET /v1/models. `latency` (seconds) delays every reply, for benchmarks. Use it with
     `await start()` / `await stop()` inside an event loop, or `with server.run_in_thread():` from
     synchronous code. `script()` is safe to call from any thread."""
@@ -283,6 +289,7 @@ class ScriptedModelServer:
         self.models = list(models)
         self.embedding_dimensions = embedding_dimensions
         self.requests: list[dict[str, Any]] = []
+        self._image_counter = 0
         self._queue: deque[ScriptedReply] = deque()
         self._lock = threading.Lock()
         self._server: asyncio.Server | None = None
@@ -498,6 +505,10 @@ class ScriptedModelServer:
             await self._chat(conn, writer, body)
         elif method == "POST" and path == "/v1/embeddings" and isinstance(body, dict):
             await self._embeddings(conn, writer, body)
+        elif method == "POST" and path == "/v1/images/generations" and isinstance(body, dict):
+            await self._images(conn, writer, body)
+        elif method == "GET" and path.startswith("/v1/images/scripted/"):
+            await self._send_bytes(conn, writer, 200, _PIXEL_PNG, "image/png")
         elif path in ("/v1/models", "/v1/chat/completions", "/v1/embeddings"):
             await self._send_json(conn, writer, 400, _error_body(f"bad {method} request for {path}"))
         else:
@@ -506,6 +517,31 @@ class ScriptedModelServer:
             )
 
     # -- routes --------------------------------------------------------------------------------
+
+    async def _images(self, conn: h11.Connection, writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
+        """OpenAI images API: each image is a URL on this server serving a 1x1 PNG."""
+        if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+            await self._send_json(conn, writer, 400, _error_body("'prompt' must be a non-empty string"))
+            return
+        n = body.get("n", 1)
+        count = n if isinstance(n, int) and 1 <= n <= 10 else 1
+        self._image_counter += count
+        base = self.base_url.removesuffix("/v1")
+        data = [
+            {"url": f"{base}/v1/images/scripted/{self._image_counter - count + i + 1}.png", "revised_prompt": body["prompt"]}
+            for i in range(count)
+        ]
+        await self._send_json(conn, writer, 200, {"created": int(time.time()), "data": data})
+
+    @staticmethod
+    async def _send_bytes(
+        conn: h11.Connection, writer: asyncio.StreamWriter, status: int, data: bytes, content_type: str
+    ) -> None:
+        headers = [("content-type", content_type), ("content-length", str(len(data)))]
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+        writer.write(conn.send(h11.Data(data=data)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
 
     async def _chat(self, conn: h11.Connection, writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
         if not isinstance(body.get("messages"), list) or not body["messages"]:

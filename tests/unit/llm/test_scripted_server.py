@@ -185,3 +185,20 @@ def test_cli_serves_until_terminated(tmp_path: object) -> None:
         assert proc.wait(timeout=10) == 0
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def test_images_api_returns_urls_it_serves() -> None:
+    import httpx
+
+    from mintleaf_server.llm.scripted import ScriptedModelServer
+
+    async with ScriptedModelServer() as srv:
+        async with httpx.AsyncClient() as http:
+            r = await http.post(f"{srv.base_url}/images/generations", json={"prompt": "a cat", "n": 2})
+            assert r.status_code == 200
+            urls = [d["url"] for d in r.json()["data"]]
+            assert len(urls) == 2 and urls[0] != urls[1]
+            png = await http.get(urls[0])
+            assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
+            bad = await http.post(f"{srv.base_url}/images/generations", json={})
+            assert bad.status_code == 400
