@@ -138,10 +138,10 @@ class App:
     async def _start_background(self) -> None:
         if not self.settings.worker_enabled:
             return
-        try:
-            from .engine.service import start_worker  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            return
+        from .engine.effect_runner import EffectRunner
+        from .engine.service import start_worker
+
+        self.runtime.extras.setdefault("effect_runner", EffectRunner(self.runtime))
         stop = await start_worker(self.runtime)
         self.on_stop(stop)
 

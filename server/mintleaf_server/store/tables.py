@@ -22,6 +22,7 @@ __all__ = [
     "ApiKey",
     "Developer",
     "Entry",
+    "ExecutionContextRow",
     "IdempotencyKey",
     "Secret",
     "ServerState",
@@ -252,3 +253,15 @@ class ServerState(SQLModel, table=True):
 
     key: str = Field(primary_key=True)
     value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ExecutionContextRow(SQLModel, table=True):
+    """What an execution resolved once and keeps: its agent and tool definitions (never secrets,
+    which are read fresh at each call so a rotated key takes effect)."""
+
+    __tablename__ = "execution_contexts"
+
+    developer_id: uuid.UUID = Field(primary_key=True, foreign_key="developers.id", ondelete="CASCADE")
+    execution_id: uuid.UUID = Field(primary_key=True)
+    context: dict[str, Any] = jsonb_field()
+    created_at: datetime = created_at_field()
