@@ -43,7 +43,11 @@ class EffectRunner:
             log.exception("cannot resolve the context of execution %s", request.get("execution_id"))
             return EffectFailed(
                 effect_id=request.get("effect_id", ""),
-                error={"kind": "context", "message": f"cannot resolve the execution's agent and tools: {exc}", "retryable": False},
+                error={
+                    "kind": "context",
+                    "message": f"cannot resolve the execution's agent and tools: {exc}",
+                    "retryable": False,
+                },
             )
         return await EffectExecutor(self.rt, context, step_at=machine.step_at).run(request)
 
@@ -54,7 +58,8 @@ class EffectRunner:
             if stored is None:
                 row = await (
                     await conn.execute(
-                        "SELECT context FROM execution_contexts WHERE developer_id = %s AND execution_id = %s", (dev, eid)
+                        "SELECT context FROM execution_contexts WHERE developer_id = %s AND execution_id = %s",
+                        (dev, eid),
                     )
                 ).fetchone()
                 if row is not None:
@@ -68,14 +73,20 @@ class EffectRunner:
                 self._contexts.move_to_end(eid)
         return ExecutionContext.from_json(stored, secrets=secrets)
 
-    async def _resolve(self, conn: Any, dev: uuid.UUID, eid: uuid.UUID, secrets: dict[str, str]) -> dict[str, Any]:
+    async def _resolve(
+        self, conn: Any, dev: uuid.UUID, eid: uuid.UUID, secrets: dict[str, str]
+    ) -> dict[str, Any]:
         execution = await (
-            await conn.execute("SELECT task_id, task_version FROM executions WHERE developer_id = %s AND id = %s", (dev, eid))
+            await conn.execute(
+                "SELECT task_id, task_version FROM executions WHERE developer_id = %s AND id = %s", (dev, eid)
+            )
         ).fetchone()
         if execution is None:
             raise LookupError(f"execution {eid} not found")
         task, version = await load_task_version(conn, dev, execution["task_id"], execution["task_version"])
-        ctx = await load_execution_context(self.rt, conn, dev, eid, task, version, task["agent_id"], secrets=secrets)
+        ctx = await load_execution_context(
+            self.rt, conn, dev, eid, task, version, task["agent_id"], secrets=secrets
+        )
         data = ctx.to_json()
         # The first resolution wins (another replica may have raced us); read back what is stored.
         await conn.execute(
@@ -85,7 +96,8 @@ class EffectRunner:
         )
         row = await (
             await conn.execute(
-                "SELECT context FROM execution_contexts WHERE developer_id = %s AND execution_id = %s", (dev, eid)
+                "SELECT context FROM execution_contexts WHERE developer_id = %s AND execution_id = %s",
+                (dev, eid),
             )
         ).fetchone()
         return dict(row["context"]) if row else data
