@@ -86,12 +86,16 @@ SCRIPTED_STORY = (
 )
 
 
+_KEEP: list[object] = []
+
+
 def start_scripted_model() -> object:
     from mintleaf_server.llm.scripted import Reply, ScriptedModelServer
 
     server = ScriptedModelServer()
     runner = server.run_in_thread()
     runner.__enter__()
+    _KEEP.append(runner)  # the context manager stops the server when it is collected
     server.script(Reply(text=SCRIPTED_STORY), Reply(text="The Cat Who Touched the Sky"))
     return server
 
@@ -218,6 +222,8 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        for runner in _KEEP:
+            runner.__exit__(None, None, None)  # type: ignore[attr-defined]
     return 0
 
 
