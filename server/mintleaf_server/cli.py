@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import uuid
@@ -14,6 +15,9 @@ from typing import Any
 from .config import ConfigError, load_settings
 
 __all__ = ["main"]
+
+# The embedded PostgreSQL's helpers fork (pg_ctl); gRPC's fork handlers only log noise about it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 def _settings(args: argparse.Namespace) -> Any:
