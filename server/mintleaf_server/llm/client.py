@@ -468,7 +468,12 @@ class ModelRegistry:
         # The request body is sent as built: the SDK's typed `create()` transforms every message
         # through its TypedDict machinery (~0.2 ms a message), which dominated a chat turn's
         # overhead. `post` keeps the SDK's auth, headers, error mapping and timeouts.
-        body: dict[str, Any] = {**params.pop("extra_body", {}), **params, "model": resolved.upstream, "messages": list(messages)}
+        body: dict[str, Any] = {
+            **params.pop("extra_body", {}),
+            **params,
+            "model": resolved.upstream,
+            "messages": list(messages),
+        }
 
         async def call() -> Completion:
             response = await client.post(

@@ -528,7 +528,10 @@ class ScriptedModelServer:
         self._image_counter += count
         base = self.base_url.removesuffix("/v1")
         data = [
-            {"url": f"{base}/v1/images/scripted/{self._image_counter - count + i + 1}.png", "revised_prompt": body["prompt"]}
+            {
+                "url": f"{base}/v1/images/scripted/{self._image_counter - count + i + 1}.png",
+                "revised_prompt": body["prompt"],
+            }
             for i in range(count)
         ]
         await self._send_json(conn, writer, 200, {"created": int(time.time()), "data": data})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from mintleaf_server.dsl import Expression, Template, Text, ToolDef, is_identifier, parse_tool
 
 

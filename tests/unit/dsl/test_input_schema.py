@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from mintleaf_server.dsl import TaskInvalid, parse_task, thaw, validate_input
 
 SCHEMA = {

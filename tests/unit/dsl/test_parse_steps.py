@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+
 from mintleaf_server.dsl import (
     STEP_TYPES,
     TASK_NAMES,

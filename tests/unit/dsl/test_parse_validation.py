@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from mintleaf_server.dsl import DslLimits, TaskInvalid, Text, Violation, parse_task
 
 TOOLS = [{"name": "web_search", "integration": {"provider": "brave"}}]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from mintleaf_server.dsl import (
     Expression,
     ForeachStep,

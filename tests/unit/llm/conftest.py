@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+
 from mintleaf_server.llm import ModelRegistry, RetryPolicy, ScriptedModelServer
 
 

@@ -5,6 +5,7 @@ import math
 import time
 
 import pytest
+
 from mintleaf_server.llm import (
     Disconnect,
     Endpoint,

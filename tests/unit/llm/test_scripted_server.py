@@ -10,6 +10,7 @@ import urllib.request
 
 import httpx
 import pytest
+
 from mintleaf_server.llm import ErrorReply, Reply, ScriptedModelServer, ToolCall, hash_embedding
 from mintleaf_server.llm.scripted import default_reply, example_for_schema
 
@@ -192,13 +193,12 @@ async def test_images_api_returns_urls_it_serves() -> None:
 
     from mintleaf_server.llm.scripted import ScriptedModelServer
 
-    async with ScriptedModelServer() as srv:
-        async with httpx.AsyncClient() as http:
-            r = await http.post(f"{srv.base_url}/images/generations", json={"prompt": "a cat", "n": 2})
-            assert r.status_code == 200
-            urls = [d["url"] for d in r.json()["data"]]
-            assert len(urls) == 2 and urls[0] != urls[1]
-            png = await http.get(urls[0])
-            assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
-            bad = await http.post(f"{srv.base_url}/images/generations", json={})
-            assert bad.status_code == 400
+    async with ScriptedModelServer() as srv, httpx.AsyncClient() as http:
+        r = await http.post(f"{srv.base_url}/images/generations", json={"prompt": "a cat", "n": 2})
+        assert r.status_code == 200
+        urls = [d["url"] for d in r.json()["data"]]
+        assert len(urls) == 2 and urls[0] != urls[1]
+        png = await http.get(urls[0])
+        assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
+        bad = await http.post(f"{srv.base_url}/images/generations", json={})
+        assert bad.status_code == 400

@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from mintleaf_server.llm import tokens
 from mintleaf_server.llm.tokens import (
     count_message_tokens,
