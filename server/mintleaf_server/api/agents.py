@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import empty_pb2
 
 from .._proto.mintleaf.v1 import agents_pb2, agents_pb2_grpc, users_pb2, users_pb2_grpc
 from ..store.db import ResourceSpec
 from .common import (
     Servicer,
     check_metadata,
-    page_size,
-    page_token,
-    parse_id,
-    struct_to_dict,
     to_struct,
     to_timestamp,
     unary,
 )
-from .validate import canonical_name, display_name, max_len, update_paths
+from .crud import Crud
+from .validate import canonical_name, display_name, max_len
 
-__all__ = ["AGENTS", "USERS", "AgentServicer", "UserServicer", "agent_to_proto", "user_to_proto"]
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+__all__ = [
+    "AGENTS",
+    "AGENT_CRUD",
+    "USERS",
+    "USER_CRUD",
+    "AgentServicer",
+    "UserServicer",
+    "agent_to_proto",
+    "user_to_proto",
+]
 
 AGENTS = ResourceSpec(
     kind="agent",
@@ -110,57 +118,29 @@ def _agent_values(agent: agents_pb2.Agent, paths: list[str], prefix: str) -> dic
     return values
 
 
+async def _agent_deleted(rt: Runtime, conn: Any, dev: uuid.UUID, id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM tools WHERE developer_id = %s AND agent_id = %s", (dev, id))
+    await rt.on_agent_deleted(conn, dev, id)
+
+
+AGENT_CRUD = Crud(
+    spec=AGENTS,
+    field="agent",
+    fields=_AGENT_FIELDS,
+    to_proto=agent_to_proto,
+    values=_agent_values,
+    list_response=agents_pb2.ListAgentsResponse,
+    list_field="agents",
+    on_delete=_agent_deleted,
+)
+
+
 class AgentServicer(Servicer, agents_pb2_grpc.AgentServiceServicer):
-    @unary
-    async def CreateAgent(
-        self, request: agents_pb2.CreateAgentRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> agents_pb2.Agent:
-        values = _agent_values(request.agent, list(_AGENT_FIELDS), "agent")
-        if request.agent.id:
-            values["id"] = parse_id(request.agent.id, "agent.id")
-        row = await self.rt.db.insert(AGENTS, dev, values, request_id=request.request_id)
-        return agent_to_proto(row)
-
-    @unary
-    async def GetAgent(
-        self, request: agents_pb2.GetAgentRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> agents_pb2.Agent:
-        return agent_to_proto(await self.rt.db.get(AGENTS, dev, parse_id(request.id, "id")))
-
-    @unary
-    async def ListAgents(
-        self, request: agents_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> agents_pb2.ListAgentsResponse:
-        page = await self.rt.db.list(
-            AGENTS,
-            dev,
-            page_size=page_size(request.page_size, self.rt),
-            page_token=page_token(request.page_token),
-            metadata_filter=struct_to_dict(request.metadata_filter),
-        )
-        return agents_pb2.ListAgentsResponse(
-            agents=[agent_to_proto(r) for r in page.rows], next_page_token=page.next_page_token
-        )
-
-    @unary
-    async def UpdateAgent(
-        self, request: agents_pb2.UpdateAgentRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> agents_pb2.Agent:
-        id = parse_id(request.agent.id, "agent.id")
-        paths = update_paths(request.update_mask, _AGENT_FIELDS)
-        row = await self.rt.db.update(AGENTS, dev, id, _agent_values(request.agent, paths, "agent"))
-        return agent_to_proto(row)
-
-    @unary
-    async def DeleteAgent(
-        self, request: agents_pb2.DeleteAgentRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> empty_pb2.Empty:
-        id = parse_id(request.id, "id")
-        async with self.rt.db.transaction() as conn:
-            await self.rt.db.delete(AGENTS, dev, id, conn=conn)
-            await conn.execute("DELETE FROM tools WHERE developer_id = %s AND agent_id = %s", (dev, id))
-            await self.rt.on_agent_deleted(conn, dev, id)
-        return empty_pb2.Empty()
+    CreateAgent = unary(AGENT_CRUD.create)
+    GetAgent = unary(AGENT_CRUD.get)
+    ListAgents = unary(AGENT_CRUD.list)
+    UpdateAgent = unary(AGENT_CRUD.update)
+    DeleteAgent = unary(AGENT_CRUD.delete)
 
     @unary
     async def ListModels(
@@ -196,53 +176,25 @@ def _user_values(user: users_pb2.User, paths: list[str], prefix: str) -> dict[st
     return values
 
 
+async def _user_deleted(rt: Runtime, conn: Any, dev: uuid.UUID, id: uuid.UUID) -> None:
+    await rt.on_user_deleted(conn, dev, id)
+
+
+USER_CRUD = Crud(
+    spec=USERS,
+    field="user",
+    fields=_USER_FIELDS,
+    to_proto=user_to_proto,
+    values=_user_values,
+    list_response=users_pb2.ListUsersResponse,
+    list_field="users",
+    on_delete=_user_deleted,
+)
+
+
 class UserServicer(Servicer, users_pb2_grpc.UserServiceServicer):
-    @unary
-    async def CreateUser(
-        self, request: users_pb2.CreateUserRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> users_pb2.User:
-        values = _user_values(request.user, list(_USER_FIELDS), "user")
-        if request.user.id:
-            values["id"] = parse_id(request.user.id, "user.id")
-        return user_to_proto(await self.rt.db.insert(USERS, dev, values, request_id=request.request_id))
-
-    @unary
-    async def GetUser(
-        self, request: users_pb2.GetUserRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> users_pb2.User:
-        return user_to_proto(await self.rt.db.get(USERS, dev, parse_id(request.id, "id")))
-
-    @unary
-    async def ListUsers(
-        self, request: users_pb2.ListUsersRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> users_pb2.ListUsersResponse:
-        page = await self.rt.db.list(
-            USERS,
-            dev,
-            page_size=page_size(request.page_size, self.rt),
-            page_token=page_token(request.page_token),
-            metadata_filter=struct_to_dict(request.metadata_filter),
-        )
-        return users_pb2.ListUsersResponse(
-            users=[user_to_proto(r) for r in page.rows], next_page_token=page.next_page_token
-        )
-
-    @unary
-    async def UpdateUser(
-        self, request: users_pb2.UpdateUserRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> users_pb2.User:
-        id = parse_id(request.user.id, "user.id")
-        paths = update_paths(request.update_mask, _USER_FIELDS)
-        return user_to_proto(
-            await self.rt.db.update(USERS, dev, id, _user_values(request.user, paths, "user"))
-        )
-
-    @unary
-    async def DeleteUser(
-        self, request: users_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> empty_pb2.Empty:
-        id = parse_id(request.id, "id")
-        async with self.rt.db.transaction() as conn:
-            await self.rt.db.delete(USERS, dev, id, conn=conn)
-            await self.rt.on_user_deleted(conn, dev, id)
-        return empty_pb2.Empty()
+    CreateUser = unary(USER_CRUD.create)
+    GetUser = unary(USER_CRUD.get)
+    ListUsers = unary(USER_CRUD.list)
+    UpdateUser = unary(USER_CRUD.update)
+    DeleteUser = unary(USER_CRUD.delete)

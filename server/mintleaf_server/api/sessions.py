@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import empty_pb2, json_format
@@ -15,17 +15,19 @@ from .common import (
     Servicer,
     check_metadata,
     page_size,
-    page_token,
     parse_id,
-    struct_to_dict,
     to_struct,
     to_timestamp,
     unary,
 )
+from .crud import Crud
 from .errors import InvalidArgument, NotFoundError
-from .validate import max_len, update_paths
+from .validate import max_len
 
-__all__ = ["ENTRIES", "SESSIONS", "SessionServicer", "entry_to_proto", "session_to_proto"]
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+__all__ = ["ENTRIES", "SESSIONS", "SESSION_CRUD", "SessionServicer", "entry_to_proto", "session_to_proto"]
 
 SESSIONS = ResourceSpec(
     kind="session",
@@ -144,10 +146,10 @@ def _recall(session: sessions_pb2.Session, f: str) -> dict[str, Any] | None:
     return options
 
 
-def _values(session: sessions_pb2.Session, paths: list[str]) -> dict[str, Any]:
+def _values(session: sessions_pb2.Session, paths: list[str], prefix: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for path in paths:
-        f = f"session.{path}"
+        f = f"{prefix}.{path}"
         if path in ("situation", "system_template"):
             values[path] = max_len(getattr(session, path), f, 100_000)
         elif path == "render_templates":
@@ -204,6 +206,22 @@ def entry_to_proto(row: dict[str, Any]) -> sessions_pb2.Entry:
     )
 
 
+async def _delete_entries(rt: Runtime, conn: Any, dev: uuid.UUID, id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM entries WHERE developer_id = %s AND session_id = %s", (dev, id))
+
+
+SESSION_CRUD = Crud(
+    spec=SESSIONS,
+    field="session",
+    fields=_FIELDS,
+    to_proto=session_to_proto,
+    values=_values,
+    list_response=sessions_pb2.ListSessionsResponse,
+    list_field="sessions",
+    on_delete=_delete_entries,
+)
+
+
 class SessionServicer(Servicer, sessions_pb2_grpc.SessionServiceServicer):
     @unary
     async def CreateSession(
@@ -234,50 +252,14 @@ class SessionServicer(Servicer, sessions_pb2_grpc.SessionServiceServicer):
                     reason="USER_NOT_FOUND",
                     metadata={"id": str(u), "field": f"session.users[{i}]"},
                 )
-        values = _values(s, list(_FIELDS))
-        values.update(agents=agents, users=users)
-        if s.id:
-            values["id"] = parse_id(s.id, "session.id")
-        return session_to_proto(await self.rt.db.insert(SESSIONS, dev, values, request_id=request.request_id))
-
-    @unary
-    async def GetSession(
-        self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> sessions_pb2.Session:
-        return session_to_proto(await self.rt.db.get(SESSIONS, dev, parse_id(request.id, "id")))
-
-    @unary
-    async def ListSessions(
-        self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> sessions_pb2.ListSessionsResponse:
-        page = await self.rt.db.list(
-            SESSIONS,
-            dev,
-            page_size=page_size(request.page_size, self.rt),
-            page_token=page_token(request.page_token),
-            metadata_filter=struct_to_dict(request.metadata_filter),
-        )
-        return sessions_pb2.ListSessionsResponse(
-            sessions=[session_to_proto(r) for r in page.rows], next_page_token=page.next_page_token
+        return await SESSION_CRUD.create(
+            self, request, context, dev, extra={"agents": agents, "users": users}
         )
 
-    @unary
-    async def UpdateSession(
-        self, request: sessions_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> sessions_pb2.Session:
-        id = parse_id(request.session.id, "session.id")
-        paths = update_paths(request.update_mask, _FIELDS)
-        return session_to_proto(await self.rt.db.update(SESSIONS, dev, id, _values(request.session, paths)))
-
-    @unary
-    async def DeleteSession(
-        self, request: sessions_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
-    ) -> empty_pb2.Empty:
-        id = parse_id(request.id, "id")
-        async with self.rt.db.transaction() as conn:
-            await self.rt.db.delete(SESSIONS, dev, id, conn=conn)
-            await conn.execute("DELETE FROM entries WHERE developer_id = %s AND session_id = %s", (dev, id))
-        return empty_pb2.Empty()
+    GetSession = unary(SESSION_CRUD.get)
+    ListSessions = unary(SESSION_CRUD.list)
+    UpdateSession = unary(SESSION_CRUD.update)
+    DeleteSession = unary(SESSION_CRUD.delete)
 
     @unary
     async def ListEntries(
