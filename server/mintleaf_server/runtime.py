@@ -41,13 +41,15 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
-        pg_task = redis_task = None
+        # Both embedded servers start at once, in threads (their start-up is mostly waiting).
+        pg_task: asyncio.Future[EmbeddedPostgres] | None = None
+        redis_task: asyncio.Future[EmbeddedRedis] | None = None
         if self.early_postgres is not None:  # started by the CLI before the heavy imports
             pg_task = asyncio.wrap_future(self.early_postgres)
         elif s.embedded_database:
-            pg_task = asyncio.to_thread(start_postgres, s.data_dir)
+            pg_task = asyncio.ensure_future(asyncio.to_thread(start_postgres, s.data_dir))
         if s.embedded_redis:
-            redis_task = asyncio.to_thread(start_redis, s.data_dir)
+            redis_task = asyncio.ensure_future(asyncio.to_thread(start_redis, s.data_dir))
         if pg_task is not None:
             self.embedded_pg = await pg_task
             self.database_url = self.embedded_pg.url
