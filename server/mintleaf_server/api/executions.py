@@ -189,7 +189,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                     request.request_id or None,
                 ),
             )
-            await self._queue.push(member(str(eid)))
+            await self._queue.push(member(str(eid), "main", str(dev)))
             return await self._load(conn, dev, eid)
 
     @unary
@@ -201,7 +201,8 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
     async def ListExecutions(self, request: Any, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> Any:
         size = page_size(request.page_size, self.rt)
         token = page_token(request.page_token)
-        where, args = ["developer_id = %s"], [dev]
+        where: list[str] = ["developer_id = %s"]
+        args: list[Any] = [dev]
         if request.task_id:
             where.append("task_id = %s")
             args.append(parse_id(request.task_id, "task_id"))
@@ -244,7 +245,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                     f"execution {eid} is {_STATUS_NAME[current.status]}: it cannot be cancelled",
                     reason="EXECUTION_NOT_ACTIVE",
                 )
-            await self._queue.push(member(str(eid)))
+            await self._queue.push(member(str(eid), "main", str(dev)))
             return await self._load(conn, dev, eid)
 
     async def _answer(
@@ -285,7 +286,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
             ).fetchone()
             if done is None:
                 raise FailedPrecondition(f"wait {wait['id']!r} was answered already", reason="WAIT_NOT_OPEN")
-            await self._queue.push(member(str(eid), done["run"]))
+            await self._queue.push(member(str(eid), done["run"], str(dev)))
             return await self._load(conn, dev, eid)
 
     @unary
@@ -325,7 +326,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                             "UPDATE waits SET status = 'answered', input = %s WHERE execution_id = %s AND id = %s",
                             (Jsonb(answer), eid, wid),
                         )
-                        await self._queue.push(member(str(eid), wait["run"]))
+                        await self._queue.push(member(str(eid), wait["run"], str(dev)))
                     else:
                         await conn.execute(
                             "UPDATE waits SET input = %s WHERE execution_id = %s AND id = %s",
@@ -399,7 +400,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.unsubscribe()
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
 
 async def _next_message(pubsub: Any) -> None:

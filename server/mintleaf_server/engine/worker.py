@@ -6,24 +6,35 @@ takes a run reads what happened while nobody held it (a due timer, an answered w
 branches, a cancel request) and turns it into the machine's next event; so every wake-up source
 only has to re-queue the run, and a lost wake-up is repaired by the recovery sweep. The commit of
 an advance with only transitions is one statement (executions UPDATE fenced by lease_epoch + the
-transitions INSERT in one CTE); an advance that also creates waits, timers or branches adds those
-rows in the same transaction. Effects run after the commit; an advance whose only command is an
-effect is not committed at all (a worker that dies replays it from the last committed state and
-emits the same request: effects are at-least-once, transitions exactly-once). Redis publishes run
-off the critical path (a background task). Rejected: a message per event in a durable inbox table
-(one more write per event), and Postgres LISTEN/NOTIFY for wake-ups (a connection per listener).
+transitions INSERT in one CTE, which also returns a pending cancel request); an advance that also
+creates waits, timers or branches adds those rows in the same transaction. Effects run after the
+commit, with no database connection held; an advance whose only command is an effect is not
+committed at all (a worker that dies replays it from the last committed state and emits the same
+request: effects are at-least-once, transitions exactly-once). Redis publishes run off the
+critical path (one background publisher, pipelined). A branch's end bumps a Redis counter of its
+fan-out; the parent is woken when the counter reaches the total (or at once on a failure or a
+`return`), so a 1,000-branch fan-out wakes its parent once, not 1,000 times; a lost counter is
+repaired by the sweep, which finds fan-outs with no branch left to run.
+
+Recovery (at start and every `sweep_interval_s`): one query lists the runs that could progress
+now (runnable state, answered wait, overdue timer, finished fan-out); those whose lease has
+expired are re-queued. A sentinel key tells a flushed Redis apart: then every timer row is put
+back in the timer set as well. Rejected: re-queueing every active run on every sweep (work grows
+with the number of parked executions), a message per event in a durable inbox table (one more
+write per event), and Postgres LISTEN/NOTIFY for wake-ups (a connection per listener).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +56,7 @@ from mintleaf_server.engine.commands import (
     StartBranches,
     StartTimer,
 )
+from mintleaf_server.engine.errors import LeaseLost
 from mintleaf_server.engine.events import (
     BranchesDone,
     BranchFailed,
@@ -61,12 +73,12 @@ from mintleaf_server.engine.events import (
 )
 from mintleaf_server.engine.leases import Leases
 from mintleaf_server.engine.limits import Limits
-from mintleaf_server.engine.machine import Environment, Machine
-from mintleaf_server.engine.queue import ReadyQueue, member, parse_member
+from mintleaf_server.engine.machine import TERMINAL_STATUSES, Environment, Machine
+from mintleaf_server.engine.queue import ReadyQueue, lease_name, member, parse_member
 from mintleaf_server.engine.timers import TimerWheel
 from mintleaf_server.store.executions import Q
 
-__all__ = ["EffectRunner", "Worker", "crash_point", "main_status"]
+__all__ = ["CRASH_ENV", "EffectRunner", "Worker", "crash_point", "main_status"]
 
 log = logging.getLogger("mintleaf.engine")
 
@@ -74,15 +86,15 @@ EffectRunner = Callable[[dict[str, Any], Machine], Awaitable[Event]]
 
 CRASH_ENV = "MINTLEAF_TEST_CRASH_POINT"  # test-only: "<point>[:<nth>]" → os._exit at that point
 _crash_counts: dict[str, int] = {}
+_CRASH_SPEC = os.environ.get(CRASH_ENV, "")
 
 
 def crash_point(name: str) -> None:
     """A named point of the step cycle where fault tests kill the process (off unless the env var
-    is set): before_commit, after_commit_before_publish, mid_fanout, mid_lease_renewal."""
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
+    is set at start): before_commit, after_commit_before_publish, mid_fanout, mid_lease_renewal."""
+    if not _CRASH_SPEC:
         return
-    point, _, nth = spec.partition(":")
+    point, _, nth = _CRASH_SPEC.partition(":")
     if point != name:
         return
     _crash_counts[name] = _crash_counts.get(name, 0) + 1
@@ -92,7 +104,7 @@ def crash_point(name: str) -> None:
 
 def main_status(state: dict[str, Any]) -> str:
     status = state["status"]
-    if status in ("succeeded", "failed", "cancelled"):
+    if status in TERMINAL_STATUSES:
         return str(status)
     pending = state.get("pending")
     if pending is not None and pending["kind"] == "wait":
@@ -111,6 +123,10 @@ async def no_effects(request: dict[str, Any], machine: Machine) -> Event:
     )
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass
 class _Unit:
     eid: uuid.UUID
@@ -120,6 +136,13 @@ class _Unit:
     state: dict[str, Any] | None
     machine: Machine
     row: dict[str, Any] = field(default_factory=dict)
+    cancel_reason: str | None = None
+    fired: str | None = None  # the timer whose TimerFired this run is about to commit
+    promoted: list[str] = field(default_factory=list)  # branches the last commit made ready
+
+    @property
+    def member(self) -> str:
+        return member(str(self.eid), self.run, str(self.dev))
 
 
 class Worker:
@@ -144,12 +167,17 @@ class Worker:
         self.leases.crash_hook = crash_point
         self.timers = TimerWheel(redis, self.queue, prefix)
         self.prefix = prefix
+        self.concurrency = concurrency
         self.sem = asyncio.Semaphore(concurrency)
         self.sweep_interval_s = sweep_interval_s
+        self.processed = 0  # runs taken by this worker (tests check that replicas share work)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self._stopping = asyncio.Event()
         self._machines: dict[tuple[Any, ...], Machine] = {}
+        self._env_data: dict[Any, dict[str, Any]] = {}
+        self._outbox: list[tuple[str, int]] = []
+        self._outbox_ready = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -159,29 +187,46 @@ class Worker:
             asyncio.create_task(self._consume()),
             asyncio.create_task(self.timers.run(self._stopping)),
             asyncio.create_task(self._sweep()),
+            asyncio.create_task(self._publisher()),
         ]
 
     async def stop(self, grace: float = 10.0) -> None:
         """Drain: stop taking work, let the runs in hand reach their next commit."""
         self._stopping.set()
-        for task in self._loops:
+        for task in self._loops[:3]:
             task.cancel()
-        for task in self._loops:
+        for task in self._loops[:3]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace)
+        for task in self._loops[3:]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._flush_outbox()
 
     async def recover(self) -> None:
-        """Rebuild Redis from PostgreSQL: every active run is queued, every timer scheduled."""
+        """Re-queue the runs that can progress and whose lease expired; after a Redis flush also
+        put every timer back (the sentinel key is gone only if Redis lost its data)."""
+        flushed = bool(await self.redis.set(f"{self.prefix}alive", "1", nx=True))
         async with self.db.connection() as conn:
-            executions = await (await conn.execute(Q.ACTIVE_EXECUTIONS)).fetchall()
-            branches = await (await conn.execute(Q.READY_BRANCHES)).fetchall()
-            timers = await (await conn.execute(Q.DUE_TIMERS)).fetchall()
-        await self.queue.push(*(member(str(r["id"])) for r in executions))
-        await self.queue.push(*(member(str(r["execution_id"]), r["key"]) for r in branches))
-        for t in timers:
-            await self.timers.schedule(member(str(t["execution_id"]), t["run"]), t["id"], int(t["at"]))
+            rows = await (await conn.execute(Q.RECOVERY_CANDIDATES, {"overdue_s": 1.0})).fetchall()
+            timers = await (await conn.execute(Q.ALL_TIMERS)).fetchall() if flushed else []
+        runs = {member(str(r["execution_id"]), r["run"], str(r["developer_id"])) for r in rows}
+        names = sorted(runs)
+        held = await self.leases.held([lease_name(m) for m in names])
+        stale = [m for m, h in zip(names, held, strict=True) if not h]
+        await self.queue.push(*stale)
+        if timers:
+            await self.timers.schedule_many(
+                [
+                    (member(str(t["execution_id"]), t["run"], str(t["developer_id"])), t["id"], int(t["at"]))
+                    for t in timers
+                ]
+            )
+        if stale or timers:
+            log.info("recovery: re-queued %d runs, rescheduled %d timers", len(stale), len(timers))
 
     async def _sweep(self) -> None:
         while not self._stopping.is_set():
@@ -204,21 +249,37 @@ class Worker:
             if item is None:
                 self.sem.release()
                 continue
-            task = asyncio.create_task(self._process(item))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            items = [item]
+            free = min(self.sem._value, 32)
+            if free > 0:
+                with contextlib.suppress(Exception):
+                    items += await self.queue.pop_more(free)
+            for i, it in enumerate(items):
+                if i > 0:
+                    await self.sem.acquire()
+                task = asyncio.create_task(self._process(it))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _process(self, item: str) -> None:
         try:
-            eid, run = parse_member(item)
-            lease = await self.leases.acquire(item)
+            eid, run, dev = parse_member(item)
+            name = f"{eid}|{run}"
+            lease = await self.leases.acquire(name)
             if lease is None:
-                return  # someone else holds it; they will see what woke us
+                return  # held: the holder sees our dirty mark when it releases, and looks again
+            self.processed += 1
+            log.debug("took %s", item)
             lease.keep()
+            again = False
             try:
-                await self.process(uuid.UUID(eid), run)
+                await self.process(uuid.UUID(eid), run, uuid.UUID(dev) if dev else None)
+            except LeaseLost as exc:
+                log.info("%s", exc)
             finally:
-                await lease.release()
+                again = await lease.release()
+            if again:
+                await self.queue.push(item)
         except Exception:
             log.exception("processing %s failed", item)
         finally:
@@ -243,6 +304,24 @@ class Worker:
                     "SELECT agent_id FROM tasks WHERE developer_id = %s AND id = %s", (dev, task_id)
                 )
             ).fetchone()
+            agent = None
+            if task is not None:
+                agent = await (
+                    await conn.execute(
+                        "SELECT id, name, canonical_name, about, model, instructions, default_settings, metadata"
+                        " FROM agents WHERE developer_id = %s AND id = %s",
+                        (dev, task["agent_id"]),
+                    )
+                ).fetchone()
+            # What `agent` and `task` mean in expressions and templates ({{agent.name}}).
+            self._env_data[key] = {
+                "agent": None if agent is None else {**agent, "id": str(agent["id"])},
+                "task": {
+                    "id": str(task_id),
+                    "version": version,
+                    "name": (tv or {}).get("definition", {}).get("name", ""),
+                },
+            }
             names: list[str] = []
             if task is not None:
                 rows = await (
@@ -253,8 +332,14 @@ class Worker:
                 ).fetchall()
                 names = [r["name"] for r in rows]
             base = Machine(parse_task(tv["definition"], agent_tools=names), limits=self.limits)
+            if len(self._machines) > 4096:  # a bound, not an LRU: parsing again is cheap enough
+                self._machines.clear()
+                self._env_data = {key: self._env_data[key]}
             self._machines[key] = base
+        extra = self._env_data.get(key, {})
         env = Environment(
+            agent=extra.get("agent"),
+            task=extra.get("task") or {},
             execution_id=str(row["id"]),
             developer_id=str(dev),
             execution={
@@ -266,73 +351,86 @@ class Worker:
         )
         return base.with_env(env)
 
-    async def process(self, eid: uuid.UUID, run: str) -> None:
-        async with self.db.connection() as conn:
-            unit = await self._claim(conn, eid, run)
-            if unit is None:
+    async def process(self, eid: uuid.UUID, run: str, dev: uuid.UUID | None = None) -> None:
+        """Take run `run` of execution `eid` as far as it goes now. A database connection is held
+        while steps advance and commit, and given back while an effect runs."""
+        unit: _Unit | None = None
+        event: Event | None = None
+        while True:
+            effect: RunEffect | None = None
+            async with self.db.connection() as conn:
+                if unit is None:
+                    unit = await self._claim(conn, eid, run, dev)
+                    if unit is None:
+                        return
+                    event = await self._first_event(conn, unit)
+                while event is not None:
+                    new, cmds = unit.machine.advance(unit.state, event)
+                    if not cmds:
+                        return
+                    await self._commit(conn, unit, new, cmds)
+                    unit.state = new
+                    event, effect = await self._after(conn, unit, cmds)
+                    if effect is not None:
+                        break
+            if effect is None:
                 return
-            event = await self._first_event(conn, unit)
-            while event is not None:
-                new, cmds = unit.machine.advance(unit.state, event)
-                if not cmds:
-                    return
-                await self._commit(conn, unit, new, cmds)
-                unit.state = new
-                event = await self._after(conn, unit, cmds)
+            event = await self._run_effect(unit, effect)
+            if unit.run == "main":
+                async with self.db.connection() as conn:
+                    row = await (
+                        await conn.execute(
+                            "SELECT cancel_reason FROM executions WHERE developer_id = %s AND id = %s",
+                            (unit.dev, unit.eid),
+                        )
+                    ).fetchone()
+                if row is not None and row["cancel_reason"] is not None:
+                    event = Cancel(reason=row["cancel_reason"], now_ms=_now_ms())
 
-    async def _claim(self, conn: Any, eid: uuid.UUID, run: str) -> _Unit | None:
-        main = await (await conn.execute(Q.CLAIM_MAIN, (eid,))).fetchone() if run == "main" else None
+    async def _claim(self, conn: Any, eid: uuid.UUID, run: str, dev: uuid.UUID | None) -> _Unit | None:
         if run == "main":
+            if dev is not None:
+                main = await (await conn.execute(Q.CLAIM_MAIN, (dev, eid))).fetchone()
+            else:
+                main = await (await conn.execute(Q.CLAIM_MAIN_BY_ID, (eid,))).fetchone()
             if main is None:
                 return None
             machine = await self._machine(
                 conn, main["developer_id"], main, main["task_id"], main["task_version"]
             )
-            return _Unit(eid, run, main["developer_id"], main["lease_epoch"], main["state"], machine, main)
-        row = await (await conn.execute(Q.CLAIM_BRANCH, (eid, run))).fetchone()
-        if row is None:
+            unit = _Unit(eid, run, main["developer_id"], main["lease_epoch"], main["state"], machine, main)
+            unit.cancel_reason = main["cancel_reason"]
+            return unit
+        row = await (await conn.execute(Q.CLAIM_BRANCH, {"eid": eid, "run": run, "dev": dev})).fetchone()
+        if row is None or row["execution_status"] not in ("starting", "running", "awaiting_input"):
             return None
-        ex = await (
-            await conn.execute(
-                "SELECT developer_id, id, task_id, task_version, input, metadata, status FROM executions WHERE id = %s",
-                (eid,),
-            )
-        ).fetchone()
-        if ex is None or ex["status"] not in ("starting", "running", "awaiting_input"):
-            return None
-        machine = await self._machine(conn, ex["developer_id"], ex, ex["task_id"], ex["task_version"])
-        return _Unit(eid, run, ex["developer_id"], row["lease_epoch"], row["state"], machine, dict(row))
+        machine = await self._machine(conn, row["developer_id"], row, row["task_id"], row["task_version"])
+        return _Unit(eid, run, row["developer_id"], row["lease_epoch"], row["state"], machine, dict(row))
 
     async def _first_event(self, conn: Any, unit: _Unit) -> Event | None:
-        now = int(time.time() * 1000)
-        if unit.run == "main" and unit.row.get("cancel_reason") is not None:
+        now = _now_ms()
+        if unit.run == "main" and unit.cancel_reason is not None:
             if unit.state is None:
                 return Start(input=unit.row["input"], now_ms=now)  # then the cancel, next round
-            return Cancel(reason=unit.row["cancel_reason"], now_ms=now)
+            return Cancel(reason=unit.cancel_reason, now_ms=now)
         if unit.state is None:
             if unit.run == "main":
                 return Start(input=unit.row["input"], now_ms=now)
-            fo = await (
-                await conn.execute(
-                    "SELECT shared FROM fanouts WHERE execution_id = %s AND id = %s",
-                    (unit.eid, unit.row["fanout_id"]),
-                )
-            ).fetchone()
-            return StartBranch(shared=fo["shared"], branch=unit.row["branch"], now_ms=now)
+            return StartBranch(shared=unit.row["shared"], branch=unit.row["branch"], now_ms=now)
         state = unit.state
-        deadline = state.get("deadline")
-        due = {
-            r["id"]
-            for r in await (
-                await conn.execute(
-                    "SELECT id FROM timers WHERE execution_id = %s AND run = %s AND fire_at <= now()",
-                    (unit.eid, unit.run),
-                )
-            ).fetchall()
-        }
-        if deadline and deadline["timer"] in due:
-            return TimerFired(timer_id=deadline["timer"], now_ms=now)
         pending = state.get("pending")
+        deadline = state.get("deadline")
+        wanted = {t for t in ((deadline or {}).get("timer"), (pending or {}).get("timer")) if t}
+        due: set[str] = set()
+        if wanted or pending is None or pending["kind"] in ("sleep", "retry", "wait"):
+            rows = await (await conn.execute(Q.DUE_TIMER_IDS, (unit.eid, unit.run))).fetchall()
+            due = {r["id"] for r in rows}
+            stale = sorted(due - wanted)
+            if stale:  # fired and consumed before a crash, or left by an ended wait: garbage
+                await conn.execute(Q.DELETE_TIMERS, (unit.eid, stale))
+        if deadline and deadline["timer"] in due:
+            unit.fired = deadline["timer"]
+            return TimerFired(timer_id=deadline["timer"], now_ms=now)
         if pending is None:
             return None
         kind = pending["kind"]
@@ -348,6 +446,7 @@ class Worker:
             if wait is not None:
                 return Resume(wait_id=pending["wait"], input=wait["input"], now_ms=now)
         if pending.get("timer") in due:
+            unit.fired = pending["timer"]
             return TimerFired(timer_id=pending["timer"], now_ms=now)
         if kind == "fanout":
             return await self._fanout_event(conn, unit.eid, pending["fanout"], now)
@@ -406,14 +505,14 @@ class Worker:
         else:
             await self._fenced(conn, unit, new, rows)
         crash_point("after_commit_before_publish")
+        if unit.fired is not None:
+            fired, unit.fired = unit.fired, None
+            await conn.execute(Q.DELETE_TIMERS, (unit.eid, [fired]))
         if records:
-            task = asyncio.create_task(self._publish(unit.eid, len(records)))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._outbox.append((f"{self.prefix}tx:{unit.eid}", len(records)))
+            self._outbox_ready.set()
 
     async def _fenced(self, conn: Any, unit: _Unit, new: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        from mintleaf_server.engine.errors import LeaseLost
-
         if unit.run == "main":
             status = main_status(new)
             params = {
@@ -431,6 +530,7 @@ class Worker:
             got = await (await conn.execute(Q.COMMIT_MAIN, params)).fetchone()
             if got is None or got["base"] is None:
                 raise LeaseLost(f"execution {unit.eid}: lease epoch {unit.epoch} is stale")
+            unit.cancel_reason = got["cancel_reason"]
             return
         status = new["status"]
         result: Any = None
@@ -456,12 +556,15 @@ class Worker:
             "epoch": unit.epoch,
             "run": unit.run,
             "rows": Jsonb(rows),
+            "ended": branch_status != "ready",
+            "fanout": unit.row["fanout_id"],
         }
         got = await (await conn.execute(Q.COMMIT_BRANCH, params)).fetchone()
         if got is None or got["key"] is None:
             raise LeaseLost(f"branch {unit.run}: lease epoch {unit.epoch} is stale")
+        unit.promoted = list(got["promoted"] or [])
 
-    async def _side_rows(self, conn: Any, unit: _Unit, side: list[Command]) -> None:
+    async def _side_rows(self, conn: Any, unit: _Unit, side: Sequence[Command]) -> None:
         for cmd in side:
             if isinstance(cmd, StartTimer):
                 await conn.execute(
@@ -510,76 +613,100 @@ class Worker:
             elif isinstance(cmd, CancelBranches):
                 await conn.execute(Q.CANCEL_FANOUT, {"eid": unit.eid, "fanout": cmd.fanout_id})
 
-    async def _publish(self, eid: uuid.UUID, n: int) -> None:
+    # -- publishing (off the critical path) ----------------------------------------------------
+
+    async def _publisher(self) -> None:
+        """Sends the pending notifications in one pipeline whenever there are any: a burst of
+        commits costs one Redis round trip. A lost publish only delays a stream (it re-reads
+        PostgreSQL at least once a second)."""
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            await self._flush_outbox()
+
+    async def _flush_outbox(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if not batch:
+            return
+        merged: dict[str, int] = {}
+        for channel, n in batch:
+            merged[channel] = merged.get(channel, 0) + n
         with contextlib.suppress(Exception):
-            await self.redis.publish(f"{self.prefix}tx:{eid}", json.dumps({"n": n}))
+            pipe = self.redis.pipeline(transaction=False)
+            for channel, n in merged.items():
+                pipe.publish(channel, json.dumps({"n": n}))
+            await pipe.execute()
 
     # -- after the commit ----------------------------------------------------------------------
 
-    async def _after(self, conn: Any, unit: _Unit, cmds: list[Command]) -> Event | None:
-        """Carry out the commands; return the next event for this run, if any."""
+    async def _after(
+        self, conn: Any, unit: _Unit, cmds: list[Command]
+    ) -> tuple[Event | None, RunEffect | None]:
+        """Carry out the commands; return the next event for this run, or the effect to run."""
         next_event: Event | None = None
         wake: list[str] = []
+        timers: list[tuple[str, str, int]] = []
         for cmd in cmds:
             if isinstance(cmd, StartBranches):
-                wake += [member(str(unit.eid), b["key"]) for b in cmd.branches[: cmd.parallelism]]
+                wake += [
+                    member(str(unit.eid), b["key"], str(unit.dev)) for b in cmd.branches[: cmd.parallelism]
+                ]
             elif isinstance(cmd, StartTimer):
-                await self.timers.schedule(member(str(unit.eid), unit.run), cmd.timer_id, cmd.fire_at_ms)
+                timers.append((unit.member, cmd.timer_id, cmd.fire_at_ms))
             elif isinstance(cmd, ContinueLater):
-                next_event = Continue(now_ms=int(time.time() * 1000))
+                next_event = Continue(now_ms=_now_ms())
             elif isinstance(cmd, Finish | Fail | Cancelled) and unit.run != "main":
-                wake += await self._branch_ended(conn, unit)
+                wake += await self._branch_ended(conn, unit, cmd)
             elif isinstance(cmd, Cancelled | Fail | Finish) and unit.run == "main":
                 await conn.execute("DELETE FROM timers WHERE execution_id = %s", (unit.eid,))
-        if (
-            unit.state is not None
-            and unit.state.get("status") == "pending"
-            and (unit.state.get("pending") or {}).get("kind") == "fanout"
-        ):
-            # branches may all have ended before this commit (tiny fan-outs): look again
-            wake.append(member(str(unit.eid), unit.run))
+        await self.timers.schedule_many(timers)
         await self.queue.push(*wake)
         effect = next((c for c in cmds if isinstance(c, RunEffect)), None)
+        if (
+            unit.run == "main"
+            and unit.cancel_reason is not None
+            and unit.state is not None
+            and unit.state["status"] not in TERMINAL_STATUSES
+        ):
+            return Cancel(reason=unit.cancel_reason, now_ms=_now_ms()), None
         if effect is not None:
-            next_event = await self._run_effect(unit, effect)
-        if next_event is None and unit.run == "main":
-            row = await (
-                await conn.execute("SELECT cancel_reason FROM executions WHERE id = %s", (unit.eid,))
-            ).fetchone()
-            if (
-                row
-                and row["cancel_reason"] is not None
-                and unit.state
-                and unit.state["status"] not in ("succeeded", "failed", "cancelled")
-            ):
-                next_event = Cancel(reason=row["cancel_reason"], now_ms=int(time.time() * 1000))
-        return next_event
+            return None, effect
+        return next_event, None
 
     async def _run_effect(self, unit: _Unit, cmd: RunEffect) -> Event:
         timeout = max(0.0, cmd.deadline_ms / 1000 - time.time())
         try:
-            return await asyncio.wait_for(self.effects(cmd.request, unit.machine), timeout=timeout)
+            event = await asyncio.wait_for(self.effects(cmd.request, unit.machine), timeout=timeout)
         except TimeoutError:
-            return EffectFailed(
+            event = EffectFailed(
                 effect_id=cmd.effect_id,
                 error={"kind": "timeout", "message": "the step timed out", "retryable": True},
             )
         except Exception as exc:
-            return EffectFailed(
+            event = EffectFailed(
                 effect_id=cmd.effect_id,
                 error={"kind": type(exc).__name__, "message": str(exc), "retryable": False},
             )
+        # The machine's clock is its events' `now_ms`: an answer stamped 0 would put retry
+        # backoffs and wait deadlines in 1970.
+        if getattr(event, "now_ms", None) == 0:
+            event = dataclasses.replace(event, now_ms=_now_ms())
+        return event
 
-    async def _branch_ended(self, conn: Any, unit: _Unit) -> list[str]:
-        """The sliding window moves on, and the parent looks at its fan-out."""
+    async def _branch_ended(self, conn: Any, unit: _Unit, cmd: Command) -> list[str]:
+        """The sliding window moves on; the parent is woken when its fan-out is decided."""
         fanout = unit.row["fanout_id"]
-        promoted = await (await conn.execute(Q.PROMOTE_NEXT, (unit.eid, fanout, 1))).fetchall()
-        fo = await (
-            await conn.execute(
-                "SELECT parent_run FROM fanouts WHERE execution_id = %s AND id = %s", (unit.eid, fanout)
-            )
-        ).fetchone()
-        out = [member(str(unit.eid), r["key"]) for r in promoted]
-        if fo is not None:
-            out.append(member(str(unit.eid), fo["parent_run"]))
+        out = [member(str(unit.eid), key, str(unit.dev)) for key in unit.promoted]
+        parent = member(str(unit.eid), unit.row["parent_run"], str(unit.dev))
+        decisive = not isinstance(cmd, Finish) or cmd.returned
+        if decisive:
+            out.append(parent)
+        else:
+            key = f"{self.prefix}fo:{unit.eid}:{fanout}"
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, 86_400)
+            ended, _ = await pipe.execute()
+            if int(ended) >= int(unit.row["total"]):
+                out.append(parent)
         return out

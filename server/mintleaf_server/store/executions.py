@@ -181,19 +181,20 @@ WITH u AS (
   UPDATE executions SET state = %(state)s, status = %(status)s, output = %(output)s, error = %(error)s,
          transition_count = transition_count + %(n)s, updated_at = now()
   WHERE developer_id = %(dev)s AND id = %(eid)s AND lease_epoch = %(epoch)s
-  RETURNING transition_count - %(n)s AS base
+  RETURNING transition_count - %(n)s AS base, cancel_reason
 ), t AS (
   INSERT INTO transitions (execution_id, sequence, developer_id, type, step_type, label, run, current, next,
                            output, error, metadata)
   SELECT %(eid)s, u.base + r.ord, %(dev)s, r.j->>'type', r.j->>'step_type', r.j->>'label', %(run)s,
          r.j->'current', r.j->'next', r.j->'output', r.j->>'error', r.j->'metadata'
   FROM u, jsonb_array_elements(%(rows)s) WITH ORDINALITY AS r(j, ord)
-  RETURNING sequence
 )
-SELECT (SELECT base FROM u) AS base, (SELECT count(*) FROM t) AS n
+SELECT base, cancel_reason FROM u
 """
 
     # A branch's commit: its own row fenced by its own epoch; numbers from the execution counter.
+    # When the branch ends (%(ended)s) the sliding window moves on in the same statement: the
+    # next pending branch of its fan-out becomes ready, so a crash can never shrink the window.
     COMMIT_BRANCH = """
 WITH b AS (
   UPDATE branches SET state = %(state)s, status = %(status)s, result = %(result)s, updated_at = now()
@@ -209,21 +210,44 @@ WITH b AS (
   SELECT %(eid)s, u.base + r.ord, %(dev)s, r.j->>'type', r.j->>'step_type', r.j->>'label', %(run)s,
          r.j->'current', r.j->'next', r.j->'output', r.j->>'error', r.j->'metadata'
   FROM u, jsonb_array_elements(%(rows)s) WITH ORDINALITY AS r(j, ord)
-  RETURNING sequence
+), p AS (
+  UPDATE branches SET status = 'ready' WHERE (execution_id, key) IN (
+    SELECT execution_id, key FROM branches
+    WHERE %(ended)s AND execution_id = %(eid)s AND fanout_id = %(fanout)s AND status = 'pending'
+      AND EXISTS (SELECT 1 FROM b)
+    ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING key
 )
-SELECT (SELECT key FROM b) AS key, (SELECT base FROM u) AS base
+SELECT (SELECT key FROM b) AS key, (SELECT base FROM u) AS base, ARRAY(SELECT key FROM p) AS promoted
 """
 
+    # Taking a run bumps its lease epoch: from now on only this worker's commits can succeed.
     CLAIM_MAIN = """
+UPDATE executions SET lease_epoch = lease_epoch + 1,
+       status = CASE WHEN status = 'queued' THEN 'starting' ELSE status END
+WHERE developer_id = %s AND id = %s AND status IN ('queued','starting','running','awaiting_input')
+RETURNING developer_id, id, task_id, task_version, status, input, metadata, state, lease_epoch, cancel_reason
+"""
+    # Without the developer id (a member queued by an older server): by id alone.
+    CLAIM_MAIN_BY_ID = """
 UPDATE executions SET lease_epoch = lease_epoch + 1,
        status = CASE WHEN status = 'queued' THEN 'starting' ELSE status END
 WHERE id = %s AND status IN ('queued','starting','running','awaiting_input')
 RETURNING developer_id, id, task_id, task_version, status, input, metadata, state, lease_epoch, cancel_reason
 """
 
+    # A branch, its fan-out and its execution in one round trip.
     CLAIM_BRANCH = """
-UPDATE branches SET lease_epoch = lease_epoch + 1 WHERE execution_id = %s AND key = %s AND status = 'ready'
-RETURNING key, fanout_id, idx, branch, state, lease_epoch
+WITH b AS (
+  UPDATE branches SET lease_epoch = lease_epoch + 1
+  WHERE execution_id = %(eid)s AND key = %(run)s AND status = 'ready'
+  RETURNING key, fanout_id, idx, branch, state, lease_epoch
+)
+SELECT b.key, b.fanout_id, b.idx, b.branch, b.state, b.lease_epoch, f.parent_run, f.total,
+       CASE WHEN b.state IS NULL THEN f.shared END AS shared,
+       e.developer_id, e.id, e.task_id, e.task_version, e.input, e.metadata, e.status AS execution_status
+FROM b JOIN fanouts f ON f.execution_id = %(eid)s AND f.id = b.fanout_id
+JOIN executions e ON e.id = %(eid)s AND (%(dev)s::uuid IS NULL OR e.developer_id = %(dev)s::uuid)
 """
 
     INSERT_FANOUT = """
@@ -238,14 +262,6 @@ SELECT %(eid)s, b->>'key', %(fanout)s, (b->>'index')::int,
        CASE WHEN (b->>'index')::int < %(window)s THEN 'ready' ELSE 'pending' END, b
 FROM jsonb_array_elements(%(branches)s) AS b
 ON CONFLICT DO NOTHING
-"""
-
-    # The sliding window: one pending branch becomes ready when one ends.
-    PROMOTE_NEXT = """
-UPDATE branches SET status = 'ready' WHERE (execution_id, key) IN (
-  SELECT execution_id, key FROM branches WHERE execution_id = %s AND fanout_id = %s AND status = 'pending'
-  ORDER BY idx LIMIT %s FOR UPDATE SKIP LOCKED)
-RETURNING key
 """
 
     FANOUT_STATE = """
@@ -267,16 +283,50 @@ INSERT INTO timers (execution_id, id, run, purpose, fire_at) VALUES (%s, %s, %s,
 ON CONFLICT (execution_id, id) DO UPDATE SET fire_at = EXCLUDED.fire_at
 """
     DELETE_TIMER = "DELETE FROM timers WHERE execution_id = %s AND id = %s"
-    DUE_TIMERS = "SELECT execution_id, id, run, extract(epoch FROM fire_at) * 1000 AS at FROM timers"
+    ALL_TIMERS = """
+SELECT t.execution_id, t.id, t.run, e.developer_id, (extract(epoch FROM t.fire_at) * 1000)::bigint AS at
+FROM timers t JOIN executions e ON e.id = t.execution_id
+WHERE e.status IN ('queued','starting','running','awaiting_input')
+"""
+    DUE_TIMER_IDS = "SELECT id FROM timers WHERE execution_id = %s AND run = %s AND fire_at <= now()"
+    DELETE_TIMERS = "DELETE FROM timers WHERE execution_id = %s AND id = ANY(%s)"
     INSERT_WAIT = """
 INSERT INTO waits (execution_id, id, developer_id, run, kind, info, tool_calls, at, status)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'open') ON CONFLICT DO NOTHING
 """
     CLOSE_WAIT = "UPDATE waits SET status = 'closed' WHERE execution_id = %s AND id = %s"
-    ACTIVE_EXECUTIONS = (
-        "SELECT id FROM executions WHERE status IN ('queued','starting','running','awaiting_input')"
-    )
-    READY_BRANCHES = """
-SELECT b.execution_id, b.key FROM branches b JOIN executions e ON e.id = b.execution_id
+
+    # Runs that can make progress now but may have lost their wake-up (a crash between commit
+    # and ZADD, a flushed Redis, a lease that expired under a dead worker). The sweep re-queues
+    # those that nobody holds a lease on. Runs parked on a wait, a sleep or unfinished branches
+    # are not here: their wake-up comes from an answer, a timer or the last branch.
+    RECOVERY_CANDIDATES = """
+SELECT e.developer_id, e.id AS execution_id, 'main' AS run FROM executions e
+WHERE e.status IN ('queued','starting','running','awaiting_input')
+  AND (e.state IS NULL OR e.cancel_reason IS NOT NULL
+       OR jsonb_typeof(e.state->'pending') IS DISTINCT FROM 'object'
+       OR e.state->'pending'->>'kind' IN ('continue','effect'))
+UNION ALL
+SELECT e.developer_id, b.execution_id, b.key FROM branches b JOIN executions e ON e.id = b.execution_id
 WHERE b.status = 'ready' AND e.status IN ('starting','running','awaiting_input')
+  AND (b.state IS NULL OR jsonb_typeof(b.state->'pending') IS DISTINCT FROM 'object'
+       OR b.state->'pending'->>'kind' IN ('continue','effect'))
+UNION ALL
+SELECT e.developer_id, w.execution_id, w.run FROM waits w
+JOIN executions e ON e.developer_id = w.developer_id AND e.id = w.execution_id
+WHERE w.status = 'answered' AND e.status IN ('starting','running','awaiting_input')
+UNION ALL
+SELECT e.developer_id, t.execution_id, t.run FROM timers t JOIN executions e ON e.id = t.execution_id
+WHERE t.fire_at <= now() - make_interval(secs => %(overdue_s)s)
+  AND e.status IN ('starting','running','awaiting_input')
+UNION ALL
+SELECT e.developer_id, f.execution_id, f.parent_run FROM fanouts f
+JOIN executions e ON e.id = f.execution_id
+LEFT JOIN branches pb ON pb.execution_id = f.execution_id AND pb.key = f.parent_run
+WHERE e.status IN ('starting','running','awaiting_input')
+  AND (CASE WHEN f.parent_run = 'main' THEN e.state ELSE pb.state END)->'pending'->>'fanout' = f.id
+  AND (NOT EXISTS (SELECT 1 FROM branches b WHERE b.execution_id = f.execution_id AND b.fanout_id = f.id
+                   AND b.status IN ('pending','ready'))
+       OR EXISTS (SELECT 1 FROM branches b WHERE b.execution_id = f.execution_id AND b.fanout_id = f.id
+                  AND (b.status = 'failed' OR (b.status = 'succeeded' AND b.result->>'returned' = 'true'))))
 """
