@@ -43,7 +43,7 @@ TERMINAL = {v1.TransitionType.FINISH, v1.TransitionType.ERROR, v1.TransitionType
 LONG = {
     "name": "long",
     "main": [
-        {"foreach": {"in": "list(range(_.n))", "do": [{"evaluate": {"i": "$ _"}}, {"sleep": 0.02}]}},
+        {"foreach": {"in": "list(range(inputs[0].n))", "do": [{"evaluate": {"i": "$ _"}}, {"sleep": 0.02}]}},
         {
             "over": "list(range(16))",
             "parallelism": 4,
@@ -54,6 +54,22 @@ LONG = {
         {"set": {"total": "$ _"}},
         {"foreach": {"in": "list(range(600))", "do": {"evaluate": {"x": "$ _ + 1"}}}},
         {"parallel": [{"get": "total"}, {"evaluate": {"last": "$ _[-1].x"}}]},
+    ],
+}
+
+
+# LONG behind CPU-bound steps (~0.1 s each) that hold the run's lease across several renewals, so
+# the mid_lease_renewal crash point is reached whatever the machine's speed.
+HEAVY = {
+    **LONG,
+    "main": [
+        {
+            "foreach": {
+                "in": "list(range(8))",
+                "do": {"evaluate": {"w": "$ sum(i % 7 for i in range(200000))"}},
+            }
+        },
+        *LONG["main"],
     ],
 }
 
@@ -173,11 +189,13 @@ def cluster(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Cluster]:
     c.stop_all()
 
 
-def start_executions(target: str, key: str, count: int, n: int = 12) -> list[str]:
+def start_executions(
+    target: str, key: str, count: int, n: int = 12, task: dict[str, Any] = LONG
+) -> list[str]:
     with mintleaf.Client(target, api_key=key) as client:
         agent = client.agents.create_agent(v1.CreateAgentRequest(agent=v1.Agent(name="faults")))
         task = client.tasks.create_task(
-            v1.CreateTaskRequest(agent_id=agent.id, task=v1.Task(definition=Struct.from_dict(LONG)))
+            v1.CreateTaskRequest(agent_id=agent.id, task=v1.Task(definition=Struct.from_dict(task)))
         )
         return [
             client.executions.create_execution(
@@ -249,9 +267,11 @@ def test_sigkill_at_seeded_random_points(cluster: Cluster, group: int) -> None:
     ["before_commit:40", "after_commit_before_publish:40", "mid_fanout:2", "mid_lease_renewal:2"],
 )
 def test_crash_at_each_named_point(cluster: Cluster, point: str) -> None:
-    proc, target = cluster.spawn("crashy", MINTLEAF_TEST_CRASH_POINT=point)
+    # The executions are created through an API-only replica, so no create races the crash.
+    _, api = cluster.spawn("api", MINTLEAF_WORKER="false")
     key = cluster.make_key()
-    ids = start_executions(target, key, 3)
+    ids = start_executions(api, key, 3, task=HEAVY if point.startswith("mid_lease_renewal") else LONG)
+    proc, _ = cluster.spawn("crashy", MINTLEAF_TEST_CRASH_POINT=point)
     code = wait_until(lambda: proc.poll(), 60, f"the crash at {point}")
     assert code == 137, f"{point}: exit code {code}"
     _, target = cluster.spawn("after")
