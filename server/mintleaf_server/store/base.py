@@ -15,7 +15,7 @@ from sqlalchemy import Column, DateTime, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
 
-__all__ = ["created_at_field", "jsonb_field", "new_id", "now", "updated_at_field"]
+__all__ = ["created_at_field", "jsonb_field", "metadata_field", "new_id", "now", "updated_at_field"]
 
 
 def now() -> datetime:
@@ -41,6 +41,15 @@ def jsonb_field(default: Any = None, nullable: bool = False) -> Any:
     return Field(
         default_factory=factory,
         sa_column=Column(JSONB, nullable=nullable, server_default=None if nullable else text("'{}'::jsonb")),
+    )
+
+
+def metadata_field() -> Any:
+    """The free-form `metadata` JSONB column (the attribute is `metadata_`: SQLAlchemy reserves
+    `metadata` on declarative classes)."""
+    return Field(
+        default_factory=dict,
+        sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     )
 
 

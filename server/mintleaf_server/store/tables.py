@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.types import Text
 from sqlmodel import Field, SQLModel
 
-from .base import created_at_field, jsonb_field, updated_at_field
+from .base import created_at_field, jsonb_field, metadata_field, updated_at_field
 
 __all__ = [
     "Agent",
@@ -90,10 +90,7 @@ class Agent(SQLModel, table=True):
     default_system_template: str = Field(
         default="", sa_column=Column(Text, nullable=False, server_default="")
     )
-    metadata_: dict[str, Any] = Field(
-        default_factory=dict,
-        sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    )
+    metadata_: dict[str, Any] = metadata_field()
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
 
@@ -127,10 +124,7 @@ class User(SQLModel, table=True):
     name: str = Field(default="")
     about: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     project: str = Field(default="")
-    metadata_: dict[str, Any] = Field(
-        default_factory=dict,
-        sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    )
+    metadata_: dict[str, Any] = metadata_field()
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
 
@@ -155,10 +149,7 @@ class Session(SQLModel, table=True):
     auto_run_tools: bool = Field(default=False)
     forward_tool_calls: bool = Field(default=False)
     recall_options: dict[str, Any] | None = jsonb_field(nullable=True)
-    metadata_: dict[str, Any] = Field(
-        default_factory=dict,
-        sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    )
+    metadata_: dict[str, Any] = metadata_field()
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
 
@@ -201,10 +192,7 @@ class Task(SQLModel, table=True):
     agent_id: uuid.UUID
     canonical_name: str | None = Field(default=None)
     latest_version: int = Field(default=1)
-    metadata_: dict[str, Any] = Field(
-        default_factory=dict,
-        sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    )
+    metadata_: dict[str, Any] = metadata_field()
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
 
@@ -238,10 +226,7 @@ class Secret(SQLModel, table=True):
     name: str
     description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     value: str = Field(sa_column=Column(Text, nullable=False))
-    metadata_: dict[str, Any] = Field(
-        default_factory=dict,
-        sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    )
+    metadata_: dict[str, Any] = metadata_field()
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
 
