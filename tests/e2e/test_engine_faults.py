@@ -194,13 +194,13 @@ def start_executions(
 ) -> list[str]:
     with mintleaf.Client(target, api_key=key) as client:
         agent = client.agents.create_agent(v1.CreateAgentRequest(agent=v1.Agent(name="faults")))
-        task = client.tasks.create_task(
+        created = client.tasks.create_task(
             v1.CreateTaskRequest(agent_id=agent.id, task=v1.Task(definition=Struct.from_dict(task)))
         )
         return [
             client.executions.create_execution(
                 v1.CreateExecutionRequest(
-                    task_id=task.id, execution=v1.Execution(input=Struct.from_dict({"n": n}))
+                    task_id=created.id, execution=v1.Execution(input=Struct.from_dict({"n": n}))
                 )
             ).id
             for _ in range(count)
@@ -212,14 +212,104 @@ def statuses(target: str, key: str, ids: list[str]) -> list[Any]:
         return [client.executions.get_execution(v1.GetExecutionRequest(id=i)) for i in ids]
 
 
-def check_all(target: str, key: str, ids: list[str], why: str, timeout: float = 60) -> None:
+def _dump_rows(conn: psycopg.Connection[Any], title: str, sql: str, args: tuple[Any, ...]) -> list[str]:
+    rows = conn.execute(sql, args).fetchall()
+    return [f"-- {title} ({len(rows)})", *(f"   {row}" for row in rows)]
+
+
+def dump_stuck(cluster: Cluster, ids: list[str]) -> str:
+    """What PostgreSQL and Redis hold for the executions that have not ended: the evidence a
+    timed-out wait needs (state/pending of each run, branches, fan-outs, waits, timers, and the
+    Redis ready/timer sets, leases, dirty marks and fan-out counters)."""
+    out: list[str] = []
+    with psycopg.connect(cluster.database_url, autocommit=True) as conn:
+        for eid in ids:
+            row = conn.execute(
+                "SELECT status, lease_epoch, transition_count, cancel_reason, state->'pending' AS pending,"
+                " state->'status' AS st FROM executions WHERE id = %s",
+                (eid,),
+            ).fetchone()
+            if row is None or row[0] in ("succeeded", "failed", "cancelled"):
+                continue
+            out.append(f"== execution {eid}: {row}")
+            time.sleep(1.0)  # a second look: is some worker still committing, or re-claiming it?
+            again = conn.execute(
+                "SELECT lease_epoch, transition_count, state->'pending' FROM executions WHERE id = %s", (eid,)
+            ).fetchone()
+            out.append(f"   one second later: {again}")
+            out += _dump_rows(
+                conn,
+                "fanouts",
+                "SELECT id, parent_run, parallelism, total, status FROM fanouts WHERE execution_id = %s",
+                (eid,),
+            )
+            out += _dump_rows(
+                conn,
+                "branches not succeeded",
+                "SELECT key, fanout_id, idx, status, lease_epoch, state->'pending', state->'status'"
+                " FROM branches WHERE execution_id = %s AND status <> 'succeeded' ORDER BY fanout_id, idx",
+                (eid,),
+            )
+            out += _dump_rows(
+                conn,
+                "branch counts",
+                "SELECT fanout_id, status, count(*) FROM branches WHERE execution_id = %s GROUP BY 1, 2",
+                (eid,),
+            )
+            out += _dump_rows(
+                conn, "waits", "SELECT id, run, kind, status FROM waits WHERE execution_id = %s", (eid,)
+            )
+            out += _dump_rows(
+                conn,
+                "timers",
+                "SELECT id, run, purpose, fire_at, now() FROM timers WHERE execution_id = %s",
+                (eid,),
+            )
+            out += _dump_rows(
+                conn,
+                "last transitions",
+                "SELECT sequence, run, type, label FROM transitions WHERE execution_id = %s"
+                " ORDER BY sequence DESC LIMIT 5",
+                (eid,),
+            )
+        out += _dump_rows(
+            conn,
+            "sessions (pg_stat_activity)",
+            "SELECT pid, state, wait_event_type, wait_event, now() - xact_start AS xact_age,"
+            " left(regexp_replace(query, '\\s+', ' ', 'g'), 120) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            (),
+        )
+    r = redis.Redis.from_url(cluster.redis_url)
+    try:
+        out.append(f"-- redis ready: {r.zrange('ml:ready', 0, -1, withscores=True)}")
+        out.append(f"-- redis timers: {r.zrange('ml:timers', 0, -1, withscores=True)}")
+        for pattern in ("ml:lease:*", "ml:dirty:*", "ml:fo:*"):
+            for k in sorted(r.scan_iter(pattern)):
+                out.append(f"-- redis {k!r} = {r.get(k)!r} pttl {r.pttl(k)}")
+    finally:
+        r.close()
+    return "\n".join(out)
+
+
+def check_all(
+    target: str, key: str, ids: list[str], why: str, timeout: float = 60, cluster: Cluster | None = None
+) -> None:
     """Every execution succeeds with the right output; every log is gap-free, duplicate-free,
-    with exactly one terminal transition."""
-    exs = wait_until(
-        lambda: (lambda xs: xs if all(x.status in DONE for x in xs) else None)(statuses(target, key, ids)),
-        timeout,
-        f"every execution to end ({why})",
-    )
+    with exactly one terminal transition. On a timeout, the stuck executions' rows and the Redis
+    keys are dumped (with `cluster`) so the failure says where the run stopped."""
+    try:
+        exs = wait_until(
+            lambda: (lambda xs: xs if all(x.status in DONE for x in xs) else None)(
+                statuses(target, key, ids)
+            ),
+            timeout,
+            f"every execution to end ({why})",
+        )
+    except AssertionError as exc:
+        if cluster is None:
+            raise
+        raise AssertionError(f"{exc}\n{dump_stuck(cluster, ids)}") from None
     with mintleaf.Client(target, api_key=key) as client:
         for ex in exs:
             assert ex.status == S.SUCCEEDED, f"{why}: {ex.id} {ex.status} {ex.error}"
@@ -259,7 +349,7 @@ def test_sigkill_at_seeded_random_points(cluster: Cluster, group: int) -> None:
         proc.wait(timeout=10)
         proc, target = cluster.spawn(f"g{group}-{k + 1}")
     why = f"seeds {seeds} (kill after uniform(0.05, 0.6) s from Random(seed))"
-    check_all(target, key, ids, why)
+    check_all(target, key, ids, why, cluster=cluster)
 
 
 @pytest.mark.parametrize(
@@ -275,7 +365,7 @@ def test_crash_at_each_named_point(cluster: Cluster, point: str) -> None:
     code = wait_until(lambda: proc.poll(), 60, f"the crash at {point}")
     assert code == 137, f"{point}: exit code {code}"
     _, target = cluster.spawn("after")
-    check_all(target, key, ids, f"crash point {point}")
+    check_all(target, key, ids, f"crash point {point}", cluster=cluster)
 
 
 def test_two_replicas_share_the_work(cluster: Cluster) -> None:
@@ -283,7 +373,7 @@ def test_two_replicas_share_the_work(cluster: Cluster) -> None:
     _, b = cluster.spawn("b", MINTLEAF_LOG_LEVEL="DEBUG")
     key = cluster.make_key()
     ids = start_executions(a, key, 4) + start_executions(b, key, 4)
-    check_all(b, key, ids, "two replicas")
+    check_all(b, key, ids, "two replicas", cluster=cluster)
     took = [out.read_text().count("took ") for out in cluster.outputs]
     assert all(n > 0 for n in took), f"runs taken per replica: {took}"
 
@@ -297,4 +387,4 @@ def test_redis_flushed_mid_run(cluster: Cluster) -> None:
     r = redis.Redis.from_url(cluster.redis_url)
     r.flushdb()
     r.close()
-    check_all(target, key, ids, "redis flushed")
+    check_all(target, key, ids, "redis flushed", cluster=cluster)

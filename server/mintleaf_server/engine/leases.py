@@ -8,7 +8,17 @@ reads and clears it atomically with its release and re-queues the run, so a wake
 while a run is held is never lost. Rejected: renewing on every step (a Lua round trip per step
 costs ~0.55x the commit floor, perf-floor.md), PostgreSQL advisory locks (held per connection: a
 pool connection per running execution), and dropping the wake-up on a failed acquire (the run
-would wait for the recovery sweep)."""
+would wait for the recovery sweep).
+
+Releasing never depends on the renewal task obeying its cancel: the Redis client can turn a
+cancel that lands inside a command into an ordinary error, and a renewal loop that swallowed it
+kept renewing for ever while `release` awaited it: the run stayed leased (so the sweep skipped
+it) and its dirty mark was never read. So the release does not cancel the loop: it sets a stop
+event the loop waits on between renewals (a renewal in flight completes, no cancel ever lands
+inside a Redis command), waits for it a bounded time, and cancels only a renewal stuck past that;
+a renewal that still lands after the release cannot revive the lease (the script checks the
+token). Renewals also extend the dirty mark, so a wake-up that arrives early in a long hold is
+still there at the release."""
 
 from __future__ import annotations
 
@@ -26,7 +36,10 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 return 0
 """
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 0
 """
 _RELEASE = """
@@ -37,6 +50,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_STOP_WAIT_S = 1.0  # how long a release waits for its renewal loop to end
 
 
 class Lease:
@@ -45,21 +59,29 @@ class Lease:
         self.name = name
         self.token = token
         self.lost = False
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def keep(self, on_lost: Callable[[], None] | None = None) -> None:
         """Renew every TTL/3 until released (by time: a long effect keeps its lease)."""
+        stop = self._stop
 
         async def renew() -> None:
             leases = self.leases
             ttl = leases.ttl_ms
+            keys = [leases.key(self.name), leases.dirty_key(self.name)]
             while True:
-                await asyncio.sleep(ttl / 3000)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=ttl / 3000)
+                if stop.is_set():
+                    return
                 if leases.crash_hook is not None:
                     leases.crash_hook("mid_lease_renewal")
                 try:
-                    ok = await leases.renew_script(keys=[leases.key(self.name)], args=[self.token, ttl])
+                    ok = await leases.renew_script(keys=keys, args=[self.token, ttl, ttl * 4])
                 except Exception:
+                    if stop.is_set() or _cancelling():
+                        return  # a cancel the client turned into an error: stop, never renew on
                     continue  # Redis unavailable: the fencing epoch still protects every write
                 if not ok:
                     self.lost = True
@@ -71,10 +93,12 @@ class Lease:
 
     async def release(self) -> bool:
         """Give the run up. True when a wake-up arrived while it was held (re-queue it)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self._stop.set()  # the loop ends between renewals; a renewal in flight just completes
+        task = self._task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait({task}, timeout=_STOP_WAIT_S)
+            if not done:  # a renewal stuck in Redis: give up on it (bounded, never awaited again)
+                task.cancel()
         leases = self.leases
         try:
             got = await leases.release_script(
@@ -83,6 +107,11 @@ class Lease:
         except Exception:
             return True  # unknown: looking again costs one read
         return int(got) == 2
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class Leases:
