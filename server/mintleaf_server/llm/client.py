@@ -27,6 +27,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletionChunk
 
 from .errors import (
     ModelAuthError,
@@ -513,13 +514,24 @@ class ModelRegistry:
             params["stream_options"] = {"include_usage": True}
         per_attempt = timeout or resolved.endpoint.timeout
 
+        # As in `complete`: the body goes as built, skipping the SDK's per-message transform;
+        # the SDK still parses the server-sent events into chunks.
+        body: dict[str, Any] = {
+            **params.pop("extra_body", {}),
+            **params,
+            "model": resolved.upstream,
+            "messages": list(messages),
+            "stream": True,
+        }
+
         async def open_stream() -> Any:
-            stream: Any = await client.chat.completions.create(
-                model=resolved.upstream,
-                messages=list(messages),  # type: ignore[arg-type]
+            stream: Any = await client.post(
+                "/chat/completions",
+                body=body,
+                cast_to=ChatCompletionChunk,
                 stream=True,
-                timeout=per_attempt,
-                **params,
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                options={"timeout": per_attempt},
             )
             iterator = stream.__aiter__()
             try:
