@@ -701,12 +701,13 @@ class Worker:
         decisive = not isinstance(cmd, Finish) or cmd.returned
         if decisive:
             out.append(parent)
-        else:
-            key = f"{self.prefix}fo:{unit.eid}:{fanout}"
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.incr(key)
-            pipe.expire(key, 86_400)
-            ended, _ = await pipe.execute()
-            if int(ended) >= int(unit.row["total"]):
-                out.append(parent)
-        return out
+            return out
+        # One round trip: the branches the window promoted are queued with the counter bump.
+        key = f"{self.prefix}fo:{unit.eid}:{fanout}"
+        pipe = self.redis.pipeline(transaction=False)
+        if out:
+            pipe.zadd(self.queue.key, dict.fromkeys(out, time.time()), nx=True)
+        pipe.incr(key)
+        pipe.expire(key, 86_400)
+        got = await pipe.execute()
+        return [parent] if int(got[-2]) >= int(unit.row["total"]) else []
