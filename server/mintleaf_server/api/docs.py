@@ -12,7 +12,6 @@ from google.protobuf import empty_pb2
 
 from .._proto.mintleaf.v1 import docs_pb2, docs_pb2_grpc
 from ..documents import store as docstore
-from ..documents.errors import EmbeddingUnavailable
 from ..store.db import decode_page_token, encode_page_token
 from .agents import AGENTS, USERS
 from .common import (
@@ -230,6 +229,3 @@ async def _chunk_count(conn: Any, dev: uuid.UUID, doc_id: uuid.UUID) -> int:
     )
     row = await cur.fetchone()
     return int(row["n"] if isinstance(row, dict) else row[0])
-
-
-_ = EmbeddingUnavailable

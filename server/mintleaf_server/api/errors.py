@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from ..dsl.errors import TaskInvalid
 from ..store.errors import AlreadyExists, Conflict, NotFound
@@ -164,6 +164,3 @@ async def abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
         error.message,
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
-
-
-_ = code_pb2  # imported for users of this module that want numeric codes

@@ -169,7 +169,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                 if found is not None:
                     return await self._load(conn, dev, found["id"])
             task, version = await load_task_version(conn, dev, task_id)
-            names = await agent_tool_names(self.rt, conn, dev, task["agent_id"])
+            names = await agent_tool_names(conn, dev, task["agent_id"])
             parsed = parse_task(version["definition"], agent_tools=names)
             problems = validate_input(parsed, body)
             if problems:

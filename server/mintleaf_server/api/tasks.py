@@ -18,6 +18,7 @@ from ..dsl.errors import DslError, TaskInvalid
 from ..dsl.parse import DslLimits, explain, load_document, parse_task
 from ..dsl.steps import thaw
 from ..store.base import new_id
+from ..store.db import ResourceSpec
 from ..store.errors import AlreadyExists, NotFound
 from .agents import AGENTS
 from .common import (
@@ -39,6 +40,13 @@ __all__ = ["TaskServicer", "compile_task", "load_task_version"]
 
 _FIELDS = ("definition", "canonical_name", "metadata")
 MAX_DEFINITION_BYTES = 1024 * 1024
+
+_TASKS = ResourceSpec(
+    kind="task",
+    table="tasks",
+    columns=("id", "agent_id", "canonical_name", "metadata"),
+    json_columns=frozenset({"metadata"}),
+)
 
 
 def _document(task: tasks_pb2.Task, prefix: str = "task") -> dict[str, Any]:
@@ -66,7 +74,8 @@ def _document(task: tasks_pb2.Task, prefix: str = "task") -> dict[str, Any]:
     return struct_to_dict(task.definition)
 
 
-async def agent_tool_names(rt: Any, conn: Any, dev: uuid.UUID, agent_id: uuid.UUID) -> list[str]:
+async def agent_tool_names(conn: Any, dev: uuid.UUID, agent_id: uuid.UUID) -> list[str]:
+    """Names of an agent's tools: what a task of that agent may call (with inherit_tools)."""
     rows = await (
         await conn.execute(
             "SELECT name FROM tools WHERE developer_id = %s AND agent_id = %s", (dev, agent_id)
@@ -164,6 +173,10 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
         async with self.rt.db.transaction() as conn:
             await self.rt.db.get(AGENTS, dev, agent_id, conn=conn)
             if request.request_id:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (f"{dev}/task/{request.request_id}",),
+                )
                 hit = await (
                     await conn.execute(
                         "SELECT resource_id FROM idempotency_keys WHERE developer_id = %s AND kind = 'task' AND request_id = %s",
@@ -181,7 +194,7 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
                     return _task_proto(task, version)
                 raise AlreadyExists("task", "id", task_id)
             parsed, view, warnings = compile_task(
-                doc, await agent_tool_names(self.rt, conn, dev, agent_id), self._limits()
+                doc, await agent_tool_names(conn, dev, agent_id), self._limits()
             )
             try:
                 async with conn.transaction():
@@ -274,7 +287,7 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
                 doc = _document(request.task)
                 _, current = await load_task_version(conn, dev, task_id)
                 if doc != current["definition"]:
-                    names = await agent_tool_names(self.rt, conn, dev, task["agent_id"])
+                    names = await agent_tool_names(conn, dev, task["agent_id"])
                     parsed, view, warnings = compile_task(doc, names, self._limits())
                     sets["latest_version"] = task["latest_version"] + 1
                     await _insert_version(
@@ -355,7 +368,7 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
             agent_id = parse_id(request.agent_id, "agent_id")
             async with self.rt.db.connection() as conn:
                 await self.rt.db.get(AGENTS, dev, agent_id, conn=conn)
-                names = await agent_tool_names(self.rt, conn, dev, agent_id)
+                names = await agent_tool_names(conn, dev, agent_id)
         try:
             _, view, warnings = compile_task(doc, names, self._limits())
         except TaskInvalid as exc:
@@ -364,13 +377,3 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
                 issues=[tasks_pb2.TaskIssue(path=v.path, message=v.message) for v in exc.violations],
             )
         return tasks_pb2.ValidateTaskResponse(valid=True, explain=to_struct(view), warnings=warnings)
-
-
-from ..store.db import ResourceSpec  # noqa: E402
-
-_TASKS = ResourceSpec(
-    kind="task",
-    table="tasks",
-    columns=("id", "agent_id", "canonical_name", "metadata"),
-    json_columns=frozenset({"metadata"}),
-)

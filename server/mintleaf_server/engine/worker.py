@@ -40,6 +40,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from mintleaf_server.api.tasks import agent_tool_names
 from mintleaf_server.dsl.parse import parse_task
 from mintleaf_server.engine.commands import (
     CancelBranches,
@@ -322,15 +323,7 @@ class Worker:
                     "name": (tv or {}).get("definition", {}).get("name", ""),
                 },
             }
-            names: list[str] = []
-            if task is not None:
-                rows = await (
-                    await conn.execute(
-                        "SELECT name FROM tools WHERE developer_id = %s AND agent_id = %s",
-                        (dev, task["agent_id"]),
-                    )
-                ).fetchall()
-                names = [r["name"] for r in rows]
+            names = await agent_tool_names(conn, dev, task["agent_id"]) if task is not None else []
             base = Machine(parse_task(tv["definition"], agent_tools=names), limits=self.limits)
             if len(self._machines) > 4096:  # a bound, not an LRU: parsing again is cheap enough
                 self._machines.clear()
