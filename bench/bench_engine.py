@@ -10,9 +10,10 @@ Prints, in one run:
 - trivial steps/s across 16 concurrent executions (both modes);
 - start -> first step latency (CreateExecution RPC sent -> first step committed), p50;
 - transition -> stream client latency (commit -> StreamTransitions message received), p50/p99;
-- wall time of a 1,000-branch fan-out (foreach, parallelism 100 and 1000), init -> finish.
+- wall time of a 1,000-branch fan-out (foreach, parallelism 100 and 1000), init -> finish, with
+  bursts of branches batched (as served) and against every branch taken alone (the baseline).
 
-Usage: python bench/bench_engine.py [--steps 300] [--rounds 5]
+Usage: python bench/bench_engine.py [--steps 300] [--rounds 5] [--only-fanout] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only-fanout", action="store_true", help="just the 1,000-branch fan-out figures")
+    ap.add_argument("--profile", help="write a cProfile of the fan-out runs to this file")
     args = ap.parse_args()
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     private_runtime_dir()
@@ -156,6 +159,9 @@ def main() -> None:
     key = srv.new_key()
     client = srv.client(key)
     try:
+        if args.only_fanout:
+            fanout(srv, client, args.profile)
+            return
         fl = srv.call(floor(srv.app.runtime.db, 2050))
         floor_med = statistics.median(fl)
         print(
@@ -224,38 +230,67 @@ def main() -> None:
             f"p99 {pct(live, 0.99) * 1e3:.2f} ms (n={len(live)}; created_at is the commit's start)"
         )
 
-        for par in (100, 1000):
-            fan = task(
-                client,
-                {
-                    "name": "fan",
-                    "main": [
-                        {
-                            "foreach": {
-                                "in": "list(range(1000))",
-                                "parallelism": par,
-                                "do": {"evaluate": {"i": "$ _"}},
-                            }
-                        }
-                    ],
-                },
-            )
-            walls = []
-            for _ in range(3):
-                eid = create(client, fan).id
-                ex = wait_done(client, [eid])[0]
-                assert ex.output.to_dict() == [{"i": float(i)} for i in range(1000)]
-                log = log_of(client, eid)
-                walls.append(ts(log[-1]) - ts(log[0]))
-            print(
-                f"1,000-branch fan-out (parallelism {par}): wall init -> finish median "
-                f"{statistics.median(walls) * 1e3:.0f} ms (runs {[round(w * 1e3) for w in walls]})"
-            )
+        fanout(srv, client, args.profile)
     finally:
         client.close()
         srv.stop()
         rd.stop()
         pg.stop()
+
+
+async def _toggle(prof: Any, on: bool) -> None:
+    if on:
+        prof.enable()
+    else:
+        prof.disable()
+
+
+def fanout(srv: Any, client: Any, profile: str | None = None) -> None:
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+    worker = srv.app.runtime.extras["worker"]
+    medians: dict[tuple[int, bool], float] = {}
+    for par, batched in ((100, False), (100, True), (1000, False), (1000, True)):
+        worker.batch_branches = batched
+        fan = task(
+            client,
+            {
+                "name": "fan",
+                "main": [
+                    {
+                        "foreach": {
+                            "in": "list(range(1000))",
+                            "parallelism": par,
+                            "do": {"evaluate": {"i": "$ _"}},
+                        }
+                    }
+                ],
+            },
+        )
+        walls = []
+        for _ in range(3):
+            if prof is not None:
+                srv.call(_toggle(prof, True))  # the server's loop thread is the one profiled
+            eid = create(client, fan).id
+            ex = wait_done(client, [eid])[0]
+            if prof is not None:
+                srv.call(_toggle(prof, False))
+            assert ex.output.to_dict() == [{"i": float(i)} for i in range(1000)]
+            log = log_of(client, eid)
+            walls.append(ts(log[-1]) - ts(log[0]))
+        medians[par, batched] = statistics.median(walls)
+        how = "bursts batched" if batched else "baseline: every branch alone"
+        ratio = f" = {medians[par, True] / medians[par, False]:.2f}x the baseline" if batched else ""
+        print(
+            f"1,000-branch fan-out (parallelism {par}, {how}): wall init -> finish median "
+            f"{statistics.median(walls) * 1e3:.0f} ms{ratio} (runs {[round(w * 1e3) for w in walls]})"
+        )
+    worker.batch_branches = True
+    if prof is not None and profile:
+        prof.dump_stats(profile)
 
 
 if __name__ == "__main__":

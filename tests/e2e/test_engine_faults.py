@@ -38,8 +38,8 @@ DONE = {S.SUCCEEDED, S.FAILED, S.CANCELLED}
 TERMINAL = {v1.TransitionType.FINISH, v1.TransitionType.ERROR, v1.TransitionType.CANCELLED}
 
 # A long execution: a sequential loop of short sleeps (durable timers), a map_reduce fan-out whose
-# branches sleep, a long run of pure steps (one processing session holds its lease a while), and a
-# parallel step. Its output is known in advance.
+# branches sleep, a wide fan-out of trivial branches, a long run of pure steps (one processing
+# session holds its lease a while), and a parallel step. Its output is known in advance.
 LONG = {
     "name": "long",
     "main": [
@@ -52,6 +52,8 @@ LONG = {
             "initial": 0,
         },
         {"set": {"total": "$ _"}},
+        # a wide fan-out of trivial branches: taken in bursts, committed in batches
+        {"foreach": {"in": "list(range(300))", "parallelism": 64, "do": {"evaluate": {"y": "$ _"}}}},
         {"foreach": {"in": "list(range(600))", "do": {"evaluate": {"x": "$ _ + 1"}}}},
         {"parallel": [{"get": "total"}, {"evaluate": {"last": "$ _[-1].x"}}]},
     ],

@@ -50,6 +50,32 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# The same, for many runs in one round trip (a burst of branches of one fan-out): one token for
+# the batch, KEYS in (lease, dirty) pairs; returns one flag per pair.
+_ACQUIRE_MANY = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[#out + 1] = 1
+  else
+    redis.call('SET', KEYS[i + 1], '1', 'PX', ARGV[3])
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+_RELEASE_MANY = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local r = 0
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    if redis.call('DEL', KEYS[i + 1]) == 1 then r = 2 else r = 1 end
+  end
+  out[#out + 1] = r
+end
+return out
+"""
 _STOP_WAIT_S = 1.0  # how long a release waits for its renewal loop to end
 
 
@@ -123,6 +149,8 @@ class Leases:
         self.acquire_script = redis.register_script(_ACQUIRE)
         self.renew_script = redis.register_script(_RENEW)
         self.release_script = redis.register_script(_RELEASE)
+        self.acquire_many_script = redis.register_script(_ACQUIRE_MANY)
+        self.release_many_script = redis.register_script(_RELEASE_MANY)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}lease:{name}"
@@ -137,6 +165,29 @@ class Leases:
             keys=[self.key(name), self.dirty_key(name)], args=[token, self.ttl_ms, self.ttl_ms * 4]
         )
         return Lease(self, name, token) if int(got) == 1 else None
+
+    async def acquire_many(self, names: list[str]) -> list[Lease | None]:
+        """`acquire` for many runs in one round trip (one token shared by the batch)."""
+        if not names:
+            return []
+        token = uuid.uuid4().hex
+        keys = [k for name in names for k in (self.key(name), self.dirty_key(name))]
+        got = await self.acquire_many_script(keys=keys, args=[token, self.ttl_ms, self.ttl_ms * 4])
+        return [
+            Lease(self, name, token) if int(ok) == 1 else None for name, ok in zip(names, got, strict=True)
+        ]
+
+    async def release_many(self, leases: list[Lease]) -> list[bool]:
+        """Release leases that were never kept (no renewal loop), all from one `acquire_many`, in
+        one round trip. One flag per lease: True when a wake-up arrived meanwhile."""
+        if not leases:
+            return []
+        keys = [k for lease in leases for k in (self.key(lease.name), self.dirty_key(lease.name))]
+        try:
+            got = await self.release_many_script(keys=keys, args=[leases[0].token])
+        except Exception:
+            return [True] * len(leases)  # unknown: looking again costs one read
+        return [int(x) == 2 for x in got]
 
     async def held(self, names: list[str]) -> list[bool]:
         """Which of these runs are leased right now (one pipelined round trip)."""

@@ -14,7 +14,10 @@ request: effects are at-least-once, transitions exactly-once). Redis publishes r
 critical path (one background publisher, pipelined). A branch's end bumps a Redis counter of its
 fan-out; the parent is woken when the counter reaches the total (or at once on a failure or a
 `return`), so a 1,000-branch fan-out wakes its parent once, not 1,000 times; a lost counter is
-repaired by the sweep, which finds fan-outs with no branch left to run.
+repaired by the sweep, which finds fan-outs with no branch left to run. The branches of one
+execution popped together are taken as a batch (leases, claim, and the terminal commits of those
+that end in one quiet advance, each fenced by its own epoch, one round trip each); the others go
+on alone.
 
 Recovery (at start and every `sweep_interval_s`): one query lists the runs that could progress
 now (runnable state, answered wait, overdue timer, finished fan-out); those whose lease has
@@ -72,7 +75,7 @@ from mintleaf_server.engine.events import (
     StartBranch,
     TimerFired,
 )
-from mintleaf_server.engine.leases import Leases
+from mintleaf_server.engine.leases import Lease, Leases
 from mintleaf_server.engine.limits import Limits
 from mintleaf_server.engine.machine import TERMINAL_STATUSES, Environment, Machine
 from mintleaf_server.engine.queue import ReadyQueue, lease_name, member, parse_member
@@ -124,6 +127,44 @@ async def no_effects(request: dict[str, Any], machine: Machine) -> Event:
     )
 
 
+def _groups(items: list[str]) -> list[list[str]]:
+    """Popped members in the order taken: the branches of one execution together (a batch), every
+    other member alone."""
+    out: list[list[str]] = []
+    by_execution: dict[str, list[str]] = {}
+    for it in items:
+        eid, run, _ = parse_member(it)
+        if run == "main":
+            out.append([it])
+            continue
+        group = by_execution.get(eid)
+        if group is None:
+            group = by_execution[eid] = []
+            out.append(group)
+        group.append(it)
+    return out
+
+
+def _ends_quietly(cmds: list[Command]) -> bool:
+    """The branch ended with this one advance and needs nothing but its transitions written and
+    its fan-out told: no timer, wait, effect, nested fan-out, failure or `return`."""
+    end = cmds[-1] if cmds else None
+    return isinstance(end, Finish) and not end.returned and all(isinstance(c, Record) for c in cmds[:-1])
+
+
+def _record_row(r: Record) -> dict[str, Any]:
+    return {
+        "type": r.type,
+        "step_type": r.step_type,
+        "label": r.label,
+        "current": r.current,
+        "next": r.next,
+        "output": r.output,
+        "error": r.error,
+        "metadata": r.metadata,
+    }
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -171,6 +212,7 @@ class Worker:
         self.concurrency = concurrency
         self.sem = asyncio.Semaphore(concurrency)
         self.sweep_interval_s = sweep_interval_s
+        self.batch_branches = True  # off: every branch alone (the benchmark's baseline)
         self.processed = 0  # runs taken by this worker (tests check that replicas share work)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
@@ -255,10 +297,13 @@ class Worker:
             if free > 0:
                 with contextlib.suppress(Exception):
                     items += await self.queue.pop_more(free)
-            for i, it in enumerate(items):
-                if i > 0:
-                    await self.sem.acquire()
-                task = asyncio.create_task(self._process(it))
+            for _ in items[1:]:
+                await self.sem.acquire()
+            for group in _groups(items) if self.batch_branches else [[it] for it in items]:
+                if len(group) == 1:
+                    task = asyncio.create_task(self._process(group[0]))
+                else:
+                    task = asyncio.create_task(self._process_batch(group))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
@@ -285,6 +330,140 @@ class Worker:
             log.exception("processing %s failed", item)
         finally:
             self.sem.release()
+
+    async def _process_batch(self, items: list[str]) -> None:
+        """Several branches of one execution popped together (a fan-out's burst): their leases
+        taken, their rows claimed and, for those that end in one advance (trivial branches), their
+        terminal commits made in one round trip each; any other branch goes on alone as usual."""
+        try:
+            parsed = [parse_member(it) for it in items]
+            eid = uuid.UUID(parsed[0][0])
+            dev = uuid.UUID(parsed[0][2]) if parsed[0][2] else None
+            names = [f"{e}|{r}" for e, r, _ in parsed]
+            leases = await self.leases.acquire_many(names)
+            held = {r: lease for (_, r, _), lease in zip(parsed, leases, strict=True) if lease is not None}
+            if not held:
+                return
+            self.processed += len(held)
+            quick: dict[str, list[tuple[_Unit, dict[str, Any], list[Command]]]] = {}
+            slow: list[_Unit] = []
+            going_on: set[str] = set()  # runs whose lease passes to `_go_on`
+            try:
+                async with self.db.connection() as conn:
+                    rows = await (
+                        await conn.execute(Q.CLAIM_BRANCHES, {"eid": eid, "runs": list(held), "dev": dev})
+                    ).fetchall()
+                    for row in rows:
+                        if row["execution_status"] not in ("starting", "running", "awaiting_input"):
+                            continue
+                        machine = await self._machine(
+                            conn, row["developer_id"], row, row["task_id"], row["task_version"]
+                        )
+                        unit = _Unit(
+                            eid,
+                            row["key"],
+                            row["developer_id"],
+                            row["lease_epoch"],
+                            row["state"],
+                            machine,
+                            dict(row),
+                        )
+                        if unit.state is not None:
+                            slow.append(unit)
+                            continue
+                        event = StartBranch(shared=row["shared"], branch=row["branch"], now_ms=_now_ms())
+                        new, cmds = machine.advance(None, event)
+                        if _ends_quietly(cmds):
+                            quick.setdefault(row["fanout_id"], []).append((unit, new, cmds))
+                        else:
+                            slow.append(unit)
+                    for group in quick.values():
+                        await self._commit_batch(conn, group)
+                going_on = {u.run for u in slow}
+            finally:
+                batch = [lease for run, lease in held.items() if run not in going_on]
+                again = await self.leases.release_many(batch)
+                await self.queue.push(
+                    *(
+                        member(str(eid), lease.name.partition("|")[2], parsed[0][2])
+                        for lease, a in zip(batch, again, strict=True)
+                        if a
+                    )
+                )
+            if slow:
+                await asyncio.gather(*(self._go_on(unit, held[unit.run]) for unit in slow))
+        except Exception:
+            log.exception("processing %d branches of %s failed", len(items), items[0])
+        finally:
+            for _ in items:
+                self.sem.release()
+
+    async def _go_on(self, unit: _Unit, lease: Lease) -> None:
+        """A claimed branch of a batch that needs more than one quiet advance: on its own."""
+        lease.keep()
+        again = False
+        try:
+            await self.process(unit.eid, unit.run, unit.dev, claimed=unit)
+        except LeaseLost as exc:
+            log.info("%s", exc)
+        except Exception:
+            log.exception("processing %s failed", unit.member)
+        finally:
+            again = await lease.release()
+        if again:
+            await self.queue.push(unit.member)
+
+    async def _commit_batch(
+        self, conn: Any, group: list[tuple[_Unit, dict[str, Any], list[Command]]]
+    ) -> None:
+        """One statement for the terminal commits of several branches of one fan-out."""
+        first = group[0][0]
+        items: list[dict[str, Any]] = []
+        total = 0
+        for unit, new, cmds in group:
+            rows = [_record_row(c) for c in cmds if isinstance(c, Record)]
+            total += len(rows)
+            root = new["frames"][0] if new["frames"] else {}
+            items.append(
+                {
+                    "key": unit.run,
+                    "epoch": unit.epoch,
+                    "state": new,
+                    "result": {
+                        "output": new.get("result"),
+                        "state": root.get("delta", {}),
+                        "returned": False,
+                    },
+                    "rows": rows,
+                }
+            )
+        crash_point("before_commit")
+        got = await (
+            await conn.execute(
+                Q.COMMIT_BRANCHES,
+                {"items": Jsonb(items), "eid": first.eid, "dev": first.dev, "fanout": first.row["fanout_id"]},
+            )
+        ).fetchone()
+        crash_point("after_commit_before_publish")
+        committed = set(got["committed"] or []) if got is not None else set()
+        lost = len(group) - len(committed)
+        if lost:
+            log.info("execution %s: %d branches lost their lease epoch before the commit", first.eid, lost)
+        if not committed:
+            return
+        n = sum(len(item["rows"]) for item in items if item["key"] in committed)
+        self._outbox.append((f"{self.prefix}tx:{first.eid}", n))
+        self._outbox_ready.set()
+        promoted = [member(str(first.eid), key, str(first.dev)) for key in got["promoted"] or []]
+        key = f"{self.prefix}fo:{first.eid}:{first.row['fanout_id']}"
+        pipe = self.redis.pipeline(transaction=False)
+        if promoted:
+            pipe.zadd(self.queue.key, dict.fromkeys(promoted, time.time()), nx=True)
+        pipe.incrby(key, len(committed))
+        pipe.expire(key, 86_400)
+        res = await pipe.execute()
+        if int(res[-2]) >= int(first.row["total"]):
+            await self.queue.push(member(str(first.eid), first.row["parent_run"], str(first.dev)))
 
     # -- one run -------------------------------------------------------------------------------
 
@@ -344,30 +523,19 @@ class Worker:
         )
         return base.with_env(env)
 
-    async def process(self, eid: uuid.UUID, run: str, dev: uuid.UUID | None = None) -> None:
-        """Take run `run` of execution `eid` as far as it goes now. A database connection is held
-        while steps advance and commit, and given back while an effect runs."""
-        unit: _Unit | None = None
-        event: Event | None = None
-        while True:
-            effect: RunEffect | None = None
-            async with self.db.connection() as conn:
-                if unit is None:
-                    unit = await self._claim(conn, eid, run, dev)
-                    if unit is None:
-                        return
-                    event = await self._first_event(conn, unit)
-                while event is not None:
-                    new, cmds = unit.machine.advance(unit.state, event)
-                    if not cmds:
-                        return
-                    await self._commit(conn, unit, new, cmds)
-                    unit.state = new
-                    event, effect = await self._after(conn, unit, cmds)
-                    if effect is not None:
-                        break
-            if effect is None:
+    async def process(
+        self, eid: uuid.UUID, run: str, dev: uuid.UUID | None = None, *, claimed: _Unit | None = None
+    ) -> None:
+        """Take run `run` of execution `eid` as far as it goes now (`claimed`: already claimed by a
+        batch). A database connection is held while steps advance and commit, and given back while
+        an effect runs."""
+        async with self.db.connection() as conn:
+            unit = claimed if claimed is not None else await self._claim(conn, eid, run, dev)
+            if unit is None:
                 return
+            event = await self._first_event(conn, unit)
+            effect = await self._advance(conn, unit, event)
+        while effect is not None:
             event = await self._run_effect(unit, effect)
             if unit.run == "main":
                 async with self.db.connection() as conn:
@@ -379,6 +547,22 @@ class Worker:
                     ).fetchone()
                 if row is not None and row["cancel_reason"] is not None:
                     event = Cancel(reason=row["cancel_reason"], now_ms=_now_ms())
+            async with self.db.connection() as conn:
+                effect = await self._advance(conn, unit, event)
+
+    async def _advance(self, conn: Any, unit: _Unit, event: Event | None) -> RunEffect | None:
+        """Feed the machine events and commit each advance until the run parks or needs an effect
+        (returned, to run with no connection held)."""
+        while event is not None:
+            new, cmds = unit.machine.advance(unit.state, event)
+            if not cmds:
+                return None
+            await self._commit(conn, unit, new, cmds)
+            unit.state = new
+            event, effect = await self._after(conn, unit, cmds)
+            if effect is not None:
+                return effect
+        return None
 
     async def _claim(self, conn: Any, eid: uuid.UUID, run: str, dev: uuid.UUID | None) -> _Unit | None:
         if run == "main":
@@ -477,19 +661,7 @@ class Worker:
         ]
         if not records and not side and all(isinstance(c, RunEffect) for c in cmds):
             return  # replayable from the committed state: no write before an effect
-        rows = [
-            {
-                "type": r.type,
-                "step_type": r.step_type,
-                "label": r.label,
-                "current": r.current,
-                "next": r.next,
-                "output": r.output,
-                "error": r.error,
-                "metadata": r.metadata,
-            }
-            for r in records
-        ]
+        rows = [_record_row(r) for r in records]
         crash_point("before_commit")
         if side:
             async with conn.transaction():

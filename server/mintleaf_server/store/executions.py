@@ -221,6 +221,41 @@ WITH b AS (
 SELECT (SELECT key FROM b) AS key, (SELECT base FROM u) AS base, ARRAY(SELECT key FROM p) AS promoted
 """
 
+    # The terminal commit of many branches of one fan-out that each ended in one advance (a burst
+    # of trivial branches): each is fenced by its own lease epoch, only those that pass get their
+    # transitions (numbered in branch order after one bump of the execution's counter), and the
+    # sliding window moves on by as many as ended.
+    COMMIT_BRANCHES = """
+WITH i AS (
+  SELECT x.key, x.epoch, x.state, x.result, x.rows, jsonb_array_length(x.rows) AS n
+  FROM jsonb_to_recordset(%(items)s) AS x(key text, epoch bigint, state jsonb, result jsonb, rows jsonb)
+), b AS (
+  UPDATE branches br SET state = i.state, status = 'succeeded', result = i.result, updated_at = now()
+  FROM i WHERE br.execution_id = %(eid)s AND br.key = i.key AND br.lease_epoch = i.epoch
+  RETURNING br.key, br.idx
+), o AS (
+  SELECT i.key, i.rows, i.n, (sum(i.n) OVER (ORDER BY b.idx) - i.n) AS off FROM b JOIN i ON i.key = b.key
+), u AS (
+  UPDATE executions SET transition_count = transition_count + (SELECT coalesce(sum(n), 0) FROM o),
+         updated_at = now()
+  WHERE developer_id = %(dev)s AND id = %(eid)s AND EXISTS (SELECT 1 FROM b)
+  RETURNING transition_count - (SELECT coalesce(sum(n), 0) FROM o) AS base
+), t AS (
+  INSERT INTO transitions (execution_id, sequence, developer_id, type, step_type, label, run, current, next,
+                           output, error, metadata)
+  SELECT %(eid)s, u.base + o.off + r.ord, %(dev)s, r.j->>'type', r.j->>'step_type', r.j->>'label', o.key,
+         r.j->'current', r.j->'next', r.j->'output', r.j->>'error', r.j->'metadata'
+  FROM u, o, jsonb_array_elements(o.rows) WITH ORDINALITY AS r(j, ord)
+), p AS (
+  UPDATE branches SET status = 'ready' WHERE (execution_id, key) IN (
+    SELECT execution_id, key FROM branches
+    WHERE execution_id = %(eid)s AND fanout_id = %(fanout)s AND status = 'pending' AND EXISTS (SELECT 1 FROM b)
+    ORDER BY idx LIMIT (SELECT count(*) FROM b) FOR UPDATE SKIP LOCKED)
+  RETURNING key
+)
+SELECT ARRAY(SELECT key FROM b) AS committed, (SELECT base FROM u) AS base, ARRAY(SELECT key FROM p) AS promoted
+"""
+
     # Taking a run bumps its lease epoch: from now on only this worker's commits can succeed.
     CLAIM_MAIN = """
 UPDATE executions SET lease_epoch = lease_epoch + 1,
@@ -248,6 +283,21 @@ SELECT b.key, b.fanout_id, b.idx, b.branch, b.state, b.lease_epoch, f.parent_run
        e.developer_id, e.id, e.task_id, e.task_version, e.input, e.metadata, e.status AS execution_status
 FROM b JOIN fanouts f ON f.execution_id = %(eid)s AND f.id = b.fanout_id
 JOIN executions e ON e.id = %(eid)s AND (%(dev)s::uuid IS NULL OR e.developer_id = %(dev)s::uuid)
+"""
+
+    # CLAIM_BRANCH for several branches of one execution (a burst popped together).
+    CLAIM_BRANCHES = """
+WITH b AS (
+  UPDATE branches SET lease_epoch = lease_epoch + 1
+  WHERE execution_id = %(eid)s AND key = ANY(%(runs)s) AND status = 'ready'
+  RETURNING key, fanout_id, idx, branch, state, lease_epoch
+)
+SELECT b.key, b.fanout_id, b.idx, b.branch, b.state, b.lease_epoch, f.parent_run, f.total,
+       CASE WHEN b.state IS NULL THEN f.shared END AS shared,
+       e.developer_id, e.id, e.task_id, e.task_version, e.input, e.metadata, e.status AS execution_status
+FROM b JOIN fanouts f ON f.execution_id = %(eid)s AND f.id = b.fanout_id
+JOIN executions e ON e.id = %(eid)s AND (%(dev)s::uuid IS NULL OR e.developer_id = %(dev)s::uuid)
+ORDER BY b.idx
 """
 
     INSERT_FANOUT = """
