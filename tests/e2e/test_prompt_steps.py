@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
-from mintleaf import Struct, Value, v1
+from mintleaf import FieldMask, Struct, Value, v1
 from mintleaf_server.llm.scripted import ErrorReply, Reply, ToolCall
+from support.errors import expect_error
 from support.world import World, wait_done
 
 AWAITING = {v1.ExecutionStatus.AWAITING_INPUT}
@@ -235,4 +238,61 @@ main:
     transitions = c.executions.list_transitions(v1.ListTransitionsRequest(execution_id=ex.id)).transitions
     assert [t.sequence for t in transitions] == list(range(1, len(transitions) + 1))
     json.dumps([t.to_dict() for t in transitions])  # every transition is plain JSON
+    c.close()
+
+
+def test_an_execution_keeps_the_agent_and_tools_it_started_with(world: World) -> None:
+    """Resolved at CreateExecution: edits to the agent and its tools while the execution waits
+    (before any tool or prompt step ran) do not reach it; an execution started after them sees them."""
+    task_yaml = """
+name: keeps its tools
+main:
+  - wait_for_input: {info: {message: "go?"}}
+  - evaluate: {name: "$ agent.name"}
+  - tool: ask
+    arguments: {q: "$ _.name"}
+  - return: {name: "$ outputs[1].name", answer: "$ _"}
+"""
+    ask = v1.Tool(name="ask", function=v1.FunctionDef(description="asks the user"))
+    c, agent, ex = run(world, task_yaml, tools=[ask])
+    waiting = wait_done(c, ex.id, statuses=AWAITING)
+    c.agents.update_agent(
+        v1.UpdateAgentRequest(
+            agent=v1.Agent(id=agent.id, name="Renamed"), update_mask=FieldMask(paths=["name"])
+        )
+    )
+    for tool in c.tools.list_tools(v1.ListToolsRequest(agent_id=agent.id)).tools:
+        c.tools.delete_tool(v1.DeleteToolRequest(agent_id=agent.id, id=tool.id))
+    c.executions.resume_execution(
+        v1.ResumeExecutionRequest(id=ex.id, wait_id=waiting.waits[0].id, input=Value(string_value="yes"))
+    )
+    deadline = time.monotonic() + 30
+    while not [w for w in waiting.waits if w.kind == "tool_calls"]:  # the resume is taken, then the tool
+        assert time.monotonic() < deadline, waiting
+        time.sleep(0.03)
+        waiting = c.executions.get_execution(v1.GetExecutionRequest(id=ex.id))
+    assert waiting.status == v1.ExecutionStatus.AWAITING_INPUT, waiting.error
+    call = waiting.waits[0].tool_calls[0]
+    assert call.name == "ask" and call.arguments.to_dict() == {"q": "Helper"}
+    c.executions.submit_tool_results(
+        v1.SubmitToolResultsRequest(
+            id=ex.id, results=[v1.ToolResult(tool_call_id=call.id, output=Value(string_value="ok"))]
+        )
+    )
+    done = wait_done(c, ex.id)
+    assert done.status == v1.ExecutionStatus.SUCCEEDED, done.error
+    assert done.output.to_dict() == {"name": "Helper", "answer": "ok"}
+
+    # A new execution of the same task resolves the agent as it is now: renamed, and without `ask`,
+    # which the task calls: refused with the step named, nothing created.
+    before = c.executions.list_executions(v1.ListExecutionsRequest(task_id=ex.task_id)).executions
+    err = expect_error(
+        lambda: c.executions.create_execution(
+            v1.CreateExecutionRequest(task_id=ex.task_id, execution=v1.Execution())
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert "main[2].tool: unknown tool 'ask'" in err.message and err.reason == "TASK_INVALID"
+    after = c.executions.list_executions(v1.ListExecutionsRequest(task_id=ex.task_id)).executions
+    assert len(after) == len(before)
     c.close()

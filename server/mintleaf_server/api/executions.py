@@ -19,8 +19,10 @@ import grpc
 from psycopg.types.json import Jsonb
 
 from .._proto.mintleaf.v1 import executions_pb2, executions_pb2_grpc
+from ..dsl.errors import TaskInvalid
 from ..dsl.parse import parse_task, validate_input
 from ..engine.queue import ReadyQueue, member
+from ..engine.resolve import ExecutionContextError, build_execution_context, load_agent
 from ..store.base import new_id
 from ..store.db import decode_page_token, encode_page_token
 from ..store.errors import NotFound
@@ -39,7 +41,7 @@ from .common import (
     value_to_python,
 )
 from .errors import FailedPrecondition, InvalidArgument
-from .tasks import agent_tool_names, load_task_version
+from .tasks import load_task_version
 
 __all__ = ["ExecutionServicer"]
 
@@ -169,26 +171,45 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                 if found is not None:
                     return await self._load(conn, dev, found["id"])
             task, version = await load_task_version(conn, dev, task_id)
-            names = await agent_tool_names(conn, dev, task["agent_id"])
-            parsed = parse_task(version["definition"], agent_tools=names)
+            try:
+                agent, tools = await load_agent(conn, dev, task["agent_id"])
+            except ExecutionContextError as exc:
+                raise FailedPrecondition(f"task {task_id}: {exc}", reason="AGENT_GONE") from exc
+            names = [r["name"] for r in tools]
+            try:
+                parsed = parse_task(version["definition"], agent_tools=names)
+            except TaskInvalid as exc:  # valid when stored: the agent's tools changed since
+                raise FailedPrecondition(
+                    f"task {task_id} version {version['version']} no longer fits its agent's tools: "
+                    + "; ".join(f"task.definition.{v.path}: {v.message}" for v in exc.violations),
+                    reason="TASK_INVALID",
+                ) from exc
             problems = validate_input(parsed, body)
             if problems:
                 raise InvalidArgument(
                     [(f"execution.{v.path}", v.message) for v in problems], reason="INPUT_INVALID"
                 )
-            await conn.execute(
-                "INSERT INTO executions (developer_id, id, task_id, task_version, status, input, metadata, request_id)"
-                " VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s)",
-                (
-                    dev,
-                    eid,
-                    task_id,
-                    version["version"],
-                    Jsonb(body),
-                    Jsonb(metadata),
-                    request.request_id or None,
-                ),
-            )
+            # The execution keeps the agent and tools it started with (as it keeps its task
+            # version): resolved here, stored with it in the same transaction.
+            ctx = build_execution_context(dev, eid, agent, tools, task, version, {}, parsed)
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO executions (developer_id, id, task_id, task_version, status, input, metadata,"
+                    " request_id) VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s)",
+                    (
+                        dev,
+                        eid,
+                        task_id,
+                        version["version"],
+                        Jsonb(body),
+                        Jsonb(metadata),
+                        request.request_id or None,
+                    ),
+                )
+                await conn.execute(
+                    "INSERT INTO execution_contexts (developer_id, execution_id, context) VALUES (%s, %s, %s)",
+                    (dev, eid, Jsonb(ctx.to_json())),
+                )
             await self._queue.push(member(str(eid), "main", str(dev)))
             return await self._load(conn, dev, eid)
 

@@ -1,9 +1,10 @@
 """The worker's effect runner: resolves an execution's context once (agent, tools) and keeps it,
 then hands each effect request to the EffectExecutor (prompt, tool_call, embed, search).
 
-The context is stored in `execution_contexts` the first time the execution needs it, so every
-replica and every later attempt (after a crash) sees the same tools, as it sees the same task
-version. Secrets are not stored: they are read at each call."""
+CreateExecution stores the context in `execution_contexts` with the execution, so every replica
+and every later attempt (after a crash) sees the tools the execution started with, as it sees the
+same task version; an execution created before contexts were stored at the start gets one here, the
+first time it needs it. Secrets are not stored: they are read at each call."""
 
 from __future__ import annotations
 

@@ -33,6 +33,8 @@ __all__ = [
     "ExecutionContext",
     "ExecutionContextError",
     "agent_tool_definition",
+    "build_execution_context",
+    "load_agent",
     "load_execution_context",
     "load_secrets",
 ]
@@ -42,7 +44,7 @@ log = logging.getLogger("mintleaf.engine")
 CONTEXT_VERSION = 1
 
 _AGENT = (
-    "SELECT id, name, about, model, instructions, default_settings, metadata"
+    "SELECT id, name, canonical_name, about, model, instructions, default_settings, metadata"
     " FROM agents WHERE developer_id = %s AND id = %s"
 )
 _AGENT_TOOLS = (
@@ -93,6 +95,7 @@ class ExecutionContext:
     setup_sources: list[dict[str, Any]] = field(default_factory=list)
     task: dict[str, Any] = field(default_factory=dict)
     tool_definitions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    agent_tool_names: list[str] = field(default_factory=list)  # the agent's tools at the start
 
     def __post_init__(self) -> None:
         self.developer_id = _uuid(self.developer_id, "developer_id")
@@ -120,6 +123,7 @@ class ExecutionContext:
             "tools": [self.tool_definitions[name] for name in self.tools],
             "setup_sources": self.setup_sources,
             "task": self.task,
+            "agent_tool_names": list(self.agent_tool_names),
         }
         if include_secrets:
             out["secrets"] = dict(self.secrets)
@@ -145,6 +149,7 @@ class ExecutionContext:
                 setup_sources=[dict(s) for s in data.get("setup_sources") or []],
                 task=dict(data.get("task") or {}),
                 tool_definitions=definitions,
+                agent_tool_names=[str(n) for n in data.get("agent_tool_names") or []],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ExecutionContextError(f"the stored execution context is malformed: {exc}") from exc
@@ -164,6 +169,7 @@ def _jsonable_agent(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "name": row.get("name") or "",
+        "canonical_name": row.get("canonical_name"),
         "about": row.get("about") or "",
         "model": row.get("model") or "",
         "instructions": list(row.get("instructions") or []),
@@ -189,6 +195,21 @@ def _task_tools(definition: Mapping[str, Any], task: Task) -> list[tuple[str, di
     return out
 
 
+async def load_agent(
+    conn: Any, developer_id: uuid.UUID | str, agent_id: uuid.UUID | str
+) -> tuple[Any, list[Any]]:
+    """The agent's row and its tools' rows (by name); raises ExecutionContextError if it is gone."""
+    dev = _uuid(developer_id, "developer_id")
+    aid = _uuid(agent_id, "agent_id")
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_AGENT, (dev, aid))
+    agent_row = await cur.fetchone()
+    if agent_row is None:
+        raise ExecutionContextError(f"agent {aid} not found")
+    await cur.execute(_AGENT_TOOLS, (dev, aid))
+    return agent_row, list(await cur.fetchall())
+
+
 async def load_execution_context(
     runtime: Any,
     conn: Any,
@@ -206,23 +227,37 @@ async def load_execution_context(
     (it is not read today); `secrets` skips the secrets query when the caller has them."""
     del runtime  # reserved: nothing server-wide goes into the context yet
     dev = _uuid(developer_id, "developer_id")
-    aid = _uuid(agent_id, "agent_id")
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_AGENT, (dev, aid))
-    agent_row = await cur.fetchone()
-    if agent_row is None:
-        raise ExecutionContextError(f"agent {aid} not found")
-    await cur.execute(_AGENT_TOOLS, (dev, aid))
-    tool_rows = await cur.fetchall()
+    agent_row, tool_rows = await load_agent(conn, dev, agent_id)
+    if secrets is None:
+        secrets = await load_secrets(conn, dev)
+    return build_execution_context(
+        dev, execution_id, agent_row, tool_rows, task_row, task_version_row, secrets
+    )
 
+
+def build_execution_context(
+    developer_id: uuid.UUID | str,
+    execution_id: uuid.UUID | str,
+    agent_row: Mapping[str, Any],
+    tool_rows: list[Any],
+    task_row: Mapping[str, Any],
+    task_version_row: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    task: Task | None = None,
+) -> ExecutionContext:
+    """The context from rows already read (`load_agent`, the task and its pinned version); `task`
+    is the version parsed against these tools when the caller has it."""
+    dev = _uuid(developer_id, "developer_id")
+    aid = _uuid(agent_row["id"], "agent_id")
     definition = task_version_row.get("definition")
     if not isinstance(definition, Mapping):
         raise ExecutionContextError("the task version has no definition")
     agent_names = [str(r["name"]) for r in tool_rows]
-    try:
-        task = parse_task(definition, agent_tools=agent_names)
-    except DslError as exc:
-        raise ExecutionContextError(f"the task no longer parses: {exc}") from exc
+    if task is None:
+        try:
+            task = parse_task(definition, agent_tools=agent_names)
+        except DslError as exc:
+            raise ExecutionContextError(f"the task no longer parses: {exc}") from exc
 
     definitions: dict[str, dict[str, Any]] = {}
     tools: dict[str, ToolDef] = {}
@@ -256,7 +291,7 @@ async def load_execution_context(
         execution_id=_uuid(execution_id, "execution_id"),
         agent=agent,
         tools=tools,
-        secrets=dict(secrets) if secrets is not None else await load_secrets(conn, dev),
+        secrets=dict(secrets),
         setup_sources=[agent["metadata"], task_metadata],
         task={
             "id": str(task_row.get("id") or task_version_row.get("task_id") or ""),
@@ -268,4 +303,5 @@ async def load_execution_context(
             "definition": dict(definition),
         },
         tool_definitions=definitions,
+        agent_tool_names=sorted(agent_names),
     )

@@ -470,7 +470,12 @@ class Worker:
     async def _machine(
         self, conn: Any, dev: uuid.UUID, row: dict[str, Any], task_id: Any, version: int
     ) -> Machine:
-        key = (dev, task_id, version)
+        """The machine of the run's task version, with the agent and the agent tool names the
+        execution resolved at its start (`row["ctx"]`, stored by CreateExecution); an execution
+        created before that was stored reads the agent as it is now."""
+        ctx = row.get("ctx") or {}
+        names = ctx.get("tools")
+        key = (dev, task_id, version, None if names is None else tuple(names))
         base = self._machines.get(key)
         if base is None:
             tv = await (
@@ -479,20 +484,22 @@ class Worker:
                     (dev, task_id, version),
                 )
             ).fetchone()
-            task = await (
-                await conn.execute(
-                    "SELECT agent_id FROM tasks WHERE developer_id = %s AND id = %s", (dev, task_id)
-                )
-            ).fetchone()
             agent = None
-            if task is not None:
-                agent = await (
+            if names is None:
+                task = await (
                     await conn.execute(
-                        "SELECT id, name, canonical_name, about, model, instructions, default_settings, metadata"
-                        " FROM agents WHERE developer_id = %s AND id = %s",
-                        (dev, task["agent_id"]),
+                        "SELECT agent_id FROM tasks WHERE developer_id = %s AND id = %s", (dev, task_id)
                     )
                 ).fetchone()
+                if task is not None:
+                    agent = await (
+                        await conn.execute(
+                            "SELECT id, name, canonical_name, about, model, instructions, default_settings,"
+                            " metadata FROM agents WHERE developer_id = %s AND id = %s",
+                            (dev, task["agent_id"]),
+                        )
+                    ).fetchone()
+                names = await agent_tool_names(conn, dev, task["agent_id"]) if task is not None else []
             # What `agent` and `task` mean in expressions and templates ({{agent.name}}).
             self._env_data[key] = {
                 "agent": None if agent is None else {**agent, "id": str(agent["id"])},
@@ -502,7 +509,6 @@ class Worker:
                     "name": (tv or {}).get("definition", {}).get("name", ""),
                 },
             }
-            names = await agent_tool_names(conn, dev, task["agent_id"]) if task is not None else []
             base = Machine(parse_task(tv["definition"], agent_tools=names), limits=self.limits)
             if len(self._machines) > 4096:  # a bound, not an LRU: parsing again is cheap enough
                 self._machines.clear()
@@ -510,7 +516,7 @@ class Worker:
             self._machines[key] = base
         extra = self._env_data.get(key, {})
         env = Environment(
-            agent=extra.get("agent"),
+            agent=ctx.get("agent") or extra.get("agent"),
             task=extra.get("task") or {},
             execution_id=str(row["id"]),
             developer_id=str(dev),

@@ -256,19 +256,25 @@ WITH i AS (
 SELECT ARRAY(SELECT key FROM b) AS committed, (SELECT base FROM u) AS base, ARRAY(SELECT key FROM p) AS promoted
 """
 
-    # Taking a run bumps its lease epoch: from now on only this worker's commits can succeed.
+    # Taking a run bumps its lease epoch: from now on only this worker's commits can succeed. `ctx`
+    # is what the execution resolved at its start (agent, agent tool names); NULL for executions
+    # created before contexts were stored at the start.
     CLAIM_MAIN = """
 UPDATE executions SET lease_epoch = lease_epoch + 1,
        status = CASE WHEN status = 'queued' THEN 'starting' ELSE status END
 WHERE developer_id = %s AND id = %s AND status IN ('queued','starting','running','awaiting_input')
-RETURNING developer_id, id, task_id, task_version, status, input, metadata, state, lease_epoch, cancel_reason
+RETURNING developer_id, id, task_id, task_version, status, input, metadata, state, lease_epoch, cancel_reason,
+       (SELECT jsonb_build_object('agent', c.context->'agent', 'tools', c.context->'agent_tool_names')
+        FROM execution_contexts c WHERE c.developer_id = executions.developer_id AND c.execution_id = executions.id) AS ctx
 """
     # Without the developer id (a member queued by an older server): by id alone.
     CLAIM_MAIN_BY_ID = """
 UPDATE executions SET lease_epoch = lease_epoch + 1,
        status = CASE WHEN status = 'queued' THEN 'starting' ELSE status END
 WHERE id = %s AND status IN ('queued','starting','running','awaiting_input')
-RETURNING developer_id, id, task_id, task_version, status, input, metadata, state, lease_epoch, cancel_reason
+RETURNING developer_id, id, task_id, task_version, status, input, metadata, state, lease_epoch, cancel_reason,
+       (SELECT jsonb_build_object('agent', c.context->'agent', 'tools', c.context->'agent_tool_names')
+        FROM execution_contexts c WHERE c.developer_id = executions.developer_id AND c.execution_id = executions.id) AS ctx
 """
 
     # A branch, its fan-out and its execution in one round trip.
@@ -280,7 +286,10 @@ WITH b AS (
 )
 SELECT b.key, b.fanout_id, b.idx, b.branch, b.state, b.lease_epoch, f.parent_run, f.total,
        CASE WHEN b.state IS NULL THEN f.shared END AS shared,
-       e.developer_id, e.id, e.task_id, e.task_version, e.input, e.metadata, e.status AS execution_status
+       e.developer_id, e.id, e.task_id, e.task_version, e.input, e.metadata, e.status AS execution_status,
+       (SELECT jsonb_build_object('agent', c.context->'agent', 'tools', c.context->'agent_tool_names')
+        FROM execution_contexts c JOIN executions x ON c.developer_id = x.developer_id AND c.execution_id = x.id
+        WHERE x.id = %(eid)s AND (%(dev)s::uuid IS NULL OR x.developer_id = %(dev)s::uuid)) AS ctx
 FROM b JOIN fanouts f ON f.execution_id = %(eid)s AND f.id = b.fanout_id
 JOIN executions e ON e.id = %(eid)s AND (%(dev)s::uuid IS NULL OR e.developer_id = %(dev)s::uuid)
 """
@@ -294,7 +303,10 @@ WITH b AS (
 )
 SELECT b.key, b.fanout_id, b.idx, b.branch, b.state, b.lease_epoch, f.parent_run, f.total,
        CASE WHEN b.state IS NULL THEN f.shared END AS shared,
-       e.developer_id, e.id, e.task_id, e.task_version, e.input, e.metadata, e.status AS execution_status
+       e.developer_id, e.id, e.task_id, e.task_version, e.input, e.metadata, e.status AS execution_status,
+       (SELECT jsonb_build_object('agent', c.context->'agent', 'tools', c.context->'agent_tool_names')
+        FROM execution_contexts c JOIN executions x ON c.developer_id = x.developer_id AND c.execution_id = x.id
+        WHERE x.id = %(eid)s AND (%(dev)s::uuid IS NULL OR x.developer_id = %(dev)s::uuid)) AS ctx
 FROM b JOIN fanouts f ON f.execution_id = %(eid)s AND f.id = b.fanout_id
 JOIN executions e ON e.id = %(eid)s AND (%(dev)s::uuid IS NULL OR e.developer_id = %(dev)s::uuid)
 ORDER BY b.idx

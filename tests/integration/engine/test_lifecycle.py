@@ -21,7 +21,7 @@ from engine_flows import (
     wait_until,
 )
 
-from mintleaf import v1
+from mintleaf import FieldMask, v1
 from support.errors import expect_error
 
 S = v1.ExecutionStatus
@@ -272,3 +272,26 @@ def test_create_is_idempotent_with_request_id(client: Any) -> None:
     b = client.executions.create_execution(req)
     assert a.id == b.id
     wait_until(lambda: finished(client, a.id).status == S.SUCCEEDED, 30, "the execution")
+
+
+def test_expressions_see_the_agent_as_it_was_when_the_execution_started(client: Any) -> None:
+    doc = {
+        "name": "who",
+        "main": [{"wait_for_input": {"info": {"q": "go?"}}}, {"evaluate": {"name": "$ agent.name"}}],
+    }
+    task = create_task(client, doc)
+    first = start(client, task)
+    first = wait_status(client, first.id, S.AWAITING_INPUT)
+    client.agents.update_agent(
+        v1.UpdateAgentRequest(
+            agent=v1.Agent(id=task.agent_id, name="Renamed"), update_mask=FieldMask(paths=["name"])
+        )
+    )
+    second = wait_status(client, start(client, task).id, S.AWAITING_INPUT)
+    for ex in (second, first):  # the later one first: no process-wide cache decides for the other
+        client.executions.resume_execution(
+            v1.ResumeExecutionRequest(id=ex.id, wait_id=ex.waits[0].id, input=value(True))
+        )
+        assert finished(client, ex.id).status == S.SUCCEEDED
+    assert output(finished(client, first.id)) == {"name": "Runner"}
+    assert output(finished(client, second.id)) == {"name": "Renamed"}

@@ -4100,6 +4100,8 @@ class ExecutionServiceStub:
     def create_execution(self, message: "CreateExecutionRequest") -> "Execution":
         """
         Starts an execution of a task's latest version; the input is validated against its input_schema.
+        The execution keeps the agent and the tools it started with, as it keeps its task version.
+        FAILED_PRECONDITION (reason TASK_INVALID) when the version calls a tool its agent no longer has.
         """
 
         return self._channel.unary_unary(
@@ -4203,6 +4205,8 @@ class ExecutionServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     ) -> "Execution":
         """
         Starts an execution of a task's latest version; the input is validated against its input_schema.
+        The execution keeps the agent and the tools it started with, as it keeps its task version.
+        FAILED_PRECONDITION (reason TASK_INVALID) when the version calls a tool its agent no longer has.
         """
 
         return await self._unary_unary(

@@ -85,6 +85,8 @@ class ExecutionServiceServicer:
 
     def CreateExecution(self, request, context):
         """Starts an execution of a task's latest version; the input is validated against its input_schema.
+        The execution keeps the agent and the tools it started with, as it keeps its task version.
+        FAILED_PRECONDITION (reason TASK_INVALID) when the version calls a tool its agent no longer has.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
