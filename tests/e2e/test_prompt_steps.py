@@ -296,3 +296,43 @@ main:
     after = c.executions.list_executions(v1.ListExecutionsRequest(task_id=ex.task_id)).executions
     assert len(after) == len(before)
     c.close()
+
+
+def test_a_retried_prompt_does_not_run_its_server_side_tools_again(world: World) -> None:
+    world.model.script(
+        Reply(tool_calls=[ToolCall("find_agents", {})]),
+        *[ErrorReply(status=503, retry_after=0.01)]
+        * 4,  # the client's own retries run out: the attempt fails
+        Reply(text="Found them."),
+    )
+    before = len(world.model.chat_requests)
+    c, agent, ex = run(
+        world,
+        """
+name: retried tool use
+main:
+  - prompt: "Which agents exist?"
+    unwrap: true
+    retry: {max_attempts: 2, initial_interval: 0.05}
+""",
+        tools=[
+            v1.Tool(
+                name="find_agents",
+                description="lists agents",
+                system=v1.SystemDef(resource="agent", operation="list"),
+            )
+        ],
+    )
+    done = wait_done(c, ex.id)
+    assert done.status == v1.ExecutionStatus.SUCCEEDED, done.error
+    assert done.output.to_dict() == "Found them."
+    requests = world.model.chat_requests[before:]
+    assert len(requests) == 6
+    # Only the first request lacks the tool's answer: the step's retry (the 6th request) carried on
+    # from the conversation as it was, the tool's result included, instead of starting over.
+    with_answer = [r for r in requests if any(m["role"] == "tool" for m in r["messages"])]
+    assert len(with_answer) == 5
+    assert requests[-1]["messages"] == requests[1]["messages"]
+    tool_messages = [m for m in requests[-1]["messages"] if m["role"] == "tool"]
+    assert len(tool_messages) == 1 and agent.id in tool_messages[0]["content"]
+    c.close()

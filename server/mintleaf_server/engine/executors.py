@@ -11,7 +11,9 @@ model gets them: JULEP-SPEC 9.4); when `auto_run_tools` is on and the model call
 server-side ones (integration, system, api_call) here and feed their results back as `tool`
 messages, at most `max_tool_rounds` rounds; when it calls function tools, suspend with those calls
 and a continuation (the messages so far, rounds and usage), and carry on from it when the machine
-runs the effect again with the client's results. Mixed turns run the server-side calls first and
+runs the effect again with the client's results. A retryable model failure after tool rounds
+carries the same continuation in its error, and the step's retry resumes from it: a retry never
+runs a server-side tool twice or asks the client again. Mixed turns run the server-side calls first and
 suspend for the function calls only, so one resume completes the turn. Rejected: returning to the
 machine after every round (a durable transition per tool call, and the machine would have to know
 the model protocol), and re-running the whole prompt on resume (server-side tools would run twice).
@@ -322,15 +324,34 @@ class EffectExecutor:
             messages = [_model_message(m) for m in raw]
 
         while True:
-            completion = await models.complete(
-                model,
-                messages,
-                settings=call_settings,
-                tools=schemas or None,
-                tool_choice=tool_choice,
-                response_format=response_format,
-                timeout=float(timeout) if timeout is not None else None,
-            )
+            try:
+                completion = await models.complete(
+                    model,
+                    messages,
+                    settings=call_settings,
+                    tools=schemas or None,
+                    tool_choice=tool_choice,
+                    response_format=response_format,
+                    timeout=float(timeout) if timeout is not None else None,
+                )
+            except ModelError as exc:
+                failure = _model_failure(exc)
+                error: dict[str, Any] = {
+                    "kind": failure.kind,
+                    "message": failure.message,
+                    "retryable": failure.retryable,
+                }
+                if failure.retryable and rounds:
+                    # Tools already answered in this step (server-side ones run, a client's
+                    # results): the step's retry carries on from here instead of asking again.
+                    error["continuation"] = {
+                        "messages": messages,
+                        "pending": [],
+                        "rounds": rounds,
+                        "usage": usage,
+                        "tools_run": ran,
+                    }
+                return EffectFailed(effect_id=effect_id, error=error)
             _add_usage(usage, completion.get("usage"))
             message = completion["choices"][0]["message"]
             calls = message.get("tool_calls") or []

@@ -420,13 +420,21 @@ class Machine:
             timer = run.new_id("timer", "t")
             fire_at = run.now + backoff_ms(policy, attempt)
             run.cmds.append(StartTimer(timer, fire_at, "retry"))
+            request = pending["request"]
+            continuation = error.get("continuation")
+            if isinstance(continuation, Mapping):  # the next attempt carries on from where this one failed
+                try:
+                    resume = {"continuation": jsonify(continuation), "results": {}}
+                    request = {**request, "resume": resume}
+                except NotJson:
+                    pass  # not from our executor: retry from the start
             run.suspend(
                 {
                     "kind": "retry",
                     "timer": timer,
                     "effect": pending["effect"],
                     "attempt": attempt + 1,
-                    "request": pending["request"],
+                    "request": request,
                     "last_error": {"kind": kind, "message": message},
                 }
             )

@@ -624,6 +624,33 @@ def test_retry_with_backoff_timers_then_success() -> None:
     assert [c["purpose"] for c in timer_cmds] == ["retry", "retry"]
 
 
+def test_a_retry_carries_on_from_the_failed_attempts_continuation() -> None:
+    """A prompt that ran tools, then hit a retryable model error, says where it got to; the next
+    attempt's request resumes from there (its tools are not run again). A failure without a
+    continuation retries the request as it was."""
+    seen: list[dict[str, Any]] = []
+    cont = {"messages": [{"role": "tool", "tool_call_id": "c1", "content": "42"}], "pending": [], "rounds": 1}
+
+    def effect(request: dict[str, Any]) -> Event:
+        seen.append(request)
+        if request["attempt"] == 1:
+            error = {"kind": "model_unavailable", "message": "503", "retryable": True, "continuation": cont}
+            return EffectFailed(effect_id=request["effect_id"], error=error)
+        if request["attempt"] == 2:
+            error = {"kind": "model_unavailable", "message": "503", "retryable": True}
+            return EffectFailed(effect_id=request["effect_id"], error=error)
+        return EffectDone(
+            effect_id=request["effect_id"], output={"choices": [{"message": {"content": "ok"}}]}
+        )
+
+    sim = run_task(task({"prompt": "go", "unwrap": True}), effect=effect)
+    assert sim.output == "ok"
+    assert "resume" not in seen[0]
+    assert seen[1]["resume"] == {"continuation": cont, "results": {}}
+    assert seen[2]["resume"] == {"continuation": cont, "results": {}}  # kept by a later failure
+    assert seen[1]["messages"] == seen[0]["messages"]
+
+
 def test_retry_exhausted_fails() -> None:
     def effect(request: dict[str, Any]) -> Event:
         return EffectFailed(
