@@ -416,16 +416,18 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                     return
                 if len(rows) == 1000:
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_next_message(pubsub), timeout=1.0)
+                await _next_message(pubsub, 1.0)
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.unsubscribe()
                 await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
 
-async def _next_message(pubsub: Any) -> None:
-    while True:
-        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-        if msg is not None:
+async def _next_message(pubsub: Any, timeout: float) -> None:
+    """Wait up to `timeout` seconds for a notification. No outer cancel: the client's own read
+    timeout ends the wait (a cancel landing inside a Redis read can leave the connection mid-reply)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while (left := end - loop.time()) > 0:
+        if await pubsub.get_message(ignore_subscribe_messages=True, timeout=left) is not None:
             return
