@@ -168,3 +168,19 @@ def test_grouping_and_quiet_endings() -> None:
     assert not _ends_quietly([rec, StartTimer("t1", 0, "sleep")])
     assert not _ends_quietly([StartTimer("t1", 0, "deadline"), rec, Finish(1)])
     assert not _ends_quietly([])
+
+
+def test_a_burst_mixing_trivial_and_parked_branches(client: Any) -> None:
+    """Some branches of a burst end in one advance (committed together), others sleep (go on alone
+    and come back through a timer): all finish, in item order, with a gap-free log."""
+    body = {
+        "if": "$ _ % 3 == 0",
+        "then": [{"sleep": 0.01}, {"evaluate": {"v": "$ 'slept'"}}],
+        "else": {"evaluate": {"v": "$ _ * 10"}},
+    }
+    doc = {"name": "mixed", "main": [{"foreach": {"in": "list(range(90))", "parallelism": 45, "do": body}}]}
+    ex, log = run_to_end(client, doc)
+    assert ex.status == S.SUCCEEDED, ex.error
+    assert ex.output.to_dict() == [{"v": "slept"} if i % 3 == 0 else {"v": float(i * 10)} for i in range(90)]
+    finished = [t for t in log if t.type == v1.TransitionType.FINISH_BRANCH and t.current.branch_id]
+    assert len({t.current.branch_id for t in finished}) == 90
