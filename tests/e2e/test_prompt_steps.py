@@ -25,6 +25,12 @@ def world(pg_url: str, redis_url: str, data_root: Path) -> Iterator[World]:
     w.close()
 
 
+# A system tool: the API itself, run in the server under the caller's identity.
+FIND_AGENTS = v1.Tool(
+    name="find_agents", description="lists agents", system=v1.SystemDef(resource="agent", operation="list")
+)
+
+
 def run(world: World, task_yaml: str, input: dict | None = None, tools: list[v1.Tool] | None = None):  # type: ignore[no-untyped-def]
     c = world.server.client()
     agent = c.agents.create_agent(
@@ -76,13 +82,7 @@ main:
   - prompt: "Which agents exist?"
     unwrap: true
 """,
-        tools=[
-            v1.Tool(
-                name="find_agents",
-                description="lists agents",
-                system=v1.SystemDef(resource="agent", operation="list"),
-            )
-        ],
+        tools=[FIND_AGENTS],
     )
     done = wait_done(c, ex.id)
     assert done.status == v1.ExecutionStatus.SUCCEEDED, done.error
@@ -315,13 +315,7 @@ main:
     unwrap: true
     retry: {max_attempts: 2, initial_interval: 0.05}
 """,
-        tools=[
-            v1.Tool(
-                name="find_agents",
-                description="lists agents",
-                system=v1.SystemDef(resource="agent", operation="list"),
-            )
-        ],
+        tools=[FIND_AGENTS],
     )
     done = wait_done(c, ex.id)
     assert done.status == v1.ExecutionStatus.SUCCEEDED, done.error

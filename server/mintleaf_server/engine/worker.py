@@ -584,7 +584,7 @@ class Worker:
             unit = _Unit(eid, run, main["developer_id"], main["lease_epoch"], main["state"], machine, main)
             unit.cancel_reason = main["cancel_reason"]
             return unit
-        row = await (await conn.execute(Q.CLAIM_BRANCH, {"eid": eid, "run": run, "dev": dev})).fetchone()
+        row = await (await conn.execute(Q.CLAIM_BRANCHES, {"eid": eid, "runs": [run], "dev": dev})).fetchone()
         if row is None or row["execution_status"] not in ("starting", "running", "awaiting_input"):
             return None
         machine = await self._machine(conn, row["developer_id"], row, row["task_id"], row["task_version"])

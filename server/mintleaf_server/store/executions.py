@@ -277,24 +277,8 @@ RETURNING developer_id, id, task_id, task_version, status, input, metadata, stat
         FROM execution_contexts c WHERE c.developer_id = executions.developer_id AND c.execution_id = executions.id) AS ctx
 """
 
-    # A branch, its fan-out and its execution in one round trip.
-    CLAIM_BRANCH = """
-WITH b AS (
-  UPDATE branches SET lease_epoch = lease_epoch + 1
-  WHERE execution_id = %(eid)s AND key = %(run)s AND status = 'ready'
-  RETURNING key, fanout_id, idx, branch, state, lease_epoch
-)
-SELECT b.key, b.fanout_id, b.idx, b.branch, b.state, b.lease_epoch, f.parent_run, f.total,
-       CASE WHEN b.state IS NULL THEN f.shared END AS shared,
-       e.developer_id, e.id, e.task_id, e.task_version, e.input, e.metadata, e.status AS execution_status,
-       (SELECT jsonb_build_object('agent', c.context->'agent', 'tools', c.context->'agent_tool_names')
-        FROM execution_contexts c JOIN executions x ON c.developer_id = x.developer_id AND c.execution_id = x.id
-        WHERE x.id = %(eid)s AND (%(dev)s::uuid IS NULL OR x.developer_id = %(dev)s::uuid)) AS ctx
-FROM b JOIN fanouts f ON f.execution_id = %(eid)s AND f.id = b.fanout_id
-JOIN executions e ON e.id = %(eid)s AND (%(dev)s::uuid IS NULL OR e.developer_id = %(dev)s::uuid)
-"""
-
-    # CLAIM_BRANCH for several branches of one execution (a burst popped together).
+    # Branches of one execution (one, or a burst popped together), with their fan-out and their
+    # execution, in one round trip.
     CLAIM_BRANCHES = """
 WITH b AS (
   UPDATE branches SET lease_epoch = lease_epoch + 1
