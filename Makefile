@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: lock setup gen check-gen lint test test-unit test-integration bench demo serve clean
 
-setup: $(STAMP) node_modules/.stamp
+setup: $(STAMP) node_modules/.stamp sdk_node/node_modules/.stamp
 
 $(STAMP): requirements/lock.txt requirements/base.txt requirements/dev.txt server/pyproject.toml sdk_python/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,18 +24,27 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch node_modules/.stamp
 
+# The Node SDK's own packages (its generator plugin, TypeScript, its test runner).
+sdk_node/node_modules/.stamp: sdk_node/package.json sdk_node/package-lock.json
+	cd sdk_node && npm ci --no-audit --no-fund --loglevel=error
+	touch sdk_node/node_modules/.stamp
+
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable > requirements/lock.txt
 
 gen: setup
 	bash scripts/gen.sh
+	bash scripts/gen_node.sh
 
 check-gen: setup
 	bash scripts/gen.sh --check
+	bash scripts/gen_node.sh --check
 
 lint: setup
 	buf lint
 	bash scripts/gen.sh --check
+	bash scripts/gen_node.sh --check
+	npm --prefix sdk_node run --silent build
 	$(BIN)/ruff check server/mintleaf_server sdk_python/mintleaf tests bench scripts
 	$(BIN)/ruff format --check server/mintleaf_server sdk_python/mintleaf tests bench scripts
 	$(BIN)/mypy
@@ -61,4 +70,4 @@ serve: setup
 	$(BIN)/mintleaf-server serve
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) node_modules sdk_node/node_modules sdk_node/dist .pytest_cache .ruff_cache .mypy_cache
