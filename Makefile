@@ -10,9 +10,9 @@ STAMP := $(VENV)/.setup-stamp
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 PYTEST_WORKERS ?= 2
 
-.PHONY: lock setup gen check-gen lint test test-unit test-integration bench demo serve clean
+.PHONY: lock setup gateway gen check-gen lint test test-unit test-integration bench demo serve clean
 
-setup: $(STAMP) node_modules/.stamp sdk_node/node_modules/.stamp
+setup: $(STAMP) node_modules/.stamp sdk_node/node_modules/.stamp gateway
 
 $(STAMP): requirements/lock.txt requirements/base.txt requirements/dev.txt server/pyproject.toml sdk_python/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,22 +29,33 @@ sdk_node/node_modules/.stamp: sdk_node/package.json sdk_node/package-lock.json
 	cd sdk_node && npm ci --no-audit --no-fund --loglevel=error
 	touch sdk_node/node_modules/.stamp
 
+# The REST bridge: pinned Go protoc plugins in .tools/go/bin, then gateway/bin/mintleaf-gateway
+# (both steps skip themselves when up to date).
+gateway:
+	bash scripts/go_tools.sh
+	bash scripts/build_gateway.sh
+
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable > requirements/lock.txt
 
 gen: setup
 	bash scripts/gen.sh
 	bash scripts/gen_node.sh
+	bash scripts/gen_go.sh
 
 check-gen: setup
 	bash scripts/gen.sh --check
 	bash scripts/gen_node.sh --check
+	bash scripts/gen_go.sh --check
 
 lint: setup
 	buf lint
 	bash scripts/gen.sh --check
 	bash scripts/gen_node.sh --check
+	bash scripts/gen_go.sh --check
 	npm --prefix sdk_node run --silent build
+	cd gateway && PATH="$$PATH:/usr/local/go/bin" go vet ./...
+	test -z "$$(cd gateway && PATH="$$PATH:/usr/local/go/bin" gofmt -l .)"
 	$(BIN)/ruff check server/mintleaf_server sdk_python/mintleaf tests bench scripts
 	$(BIN)/ruff format --check server/mintleaf_server sdk_python/mintleaf tests bench scripts
 	$(BIN)/mypy
@@ -70,4 +81,4 @@ serve: setup
 	$(BIN)/mintleaf-server serve
 
 clean:
-	rm -rf $(VENV) node_modules sdk_node/node_modules sdk_node/dist .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) node_modules sdk_node/node_modules gateway/bin .tools sdk_node/dist .pytest_cache .ruff_cache .mypy_cache
