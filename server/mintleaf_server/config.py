@@ -50,6 +50,9 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     pool_min_size: int = 2
     pool_max_size: int = 16
+    # How long a request waits for a database connection before it fails UNAVAILABLE (a database
+    # that is down, or every connection busy): short, so clients retry rather than hang.
+    pool_timeout_seconds: float = 5.0
     key_secret: str | None = None  # HMAC key for API-key hashes; generated in the data dir if unset
     limits: Limits = field(default_factory=Limits)
     models: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +82,7 @@ _ENV = {
     "shutdown_grace_seconds": "MINTLEAF_SHUTDOWN_GRACE_SECONDS",
     "pool_min_size": "MINTLEAF_POOL_MIN_SIZE",
     "pool_max_size": "MINTLEAF_POOL_MAX_SIZE",
+    "pool_timeout_seconds": "MINTLEAF_POOL_TIMEOUT_SECONDS",
     "key_secret": "MINTLEAF_KEY_SECRET",
     "api_call_allow_networks": "MINTLEAF_API_CALL_ALLOW_NETWORKS",
     "log_level": "MINTLEAF_LOG_LEVEL",
@@ -192,6 +196,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("setting 'limits.default_page_size' must not exceed 'limits.max_page_size'")
     if s.pool_min_size < 1 or s.pool_max_size < s.pool_min_size:
         raise ConfigError("settings 'pool_min_size'/'pool_max_size' must satisfy 1 <= min <= max")
+    if s.pool_timeout_seconds <= 0:
+        raise ConfigError("setting 'pool_timeout_seconds' must be positive")
     for net in s.api_call_allow_networks:
         try:
             ipaddress.ip_network(net, strict=False)

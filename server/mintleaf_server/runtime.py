@@ -61,7 +61,12 @@ class Runtime:
         else:
             self.redis_url = s.redis_url or ""
         await asyncio.to_thread(upgrade, self.database_url)
-        self.db = Database(self.database_url, min_size=s.pool_min_size, max_size=s.pool_max_size)
+        self.db = Database(
+            self.database_url,
+            min_size=s.pool_min_size,
+            max_size=s.pool_max_size,
+            timeout=s.pool_timeout_seconds,
+        )
         await self.db.open()
         self.redis = aioredis.Redis.from_url(self.redis_url)
         await self.redis.ping()

@@ -146,6 +146,9 @@ def from_exception(exc: BaseException) -> ApiError:
         return FailedPrecondition(str(exc), reason="EMBEDDINGS_UNAVAILABLE")
     if isinstance(exc, doc_errors.EmbeddingFailed):
         return Unavailable(str(exc), reason="EMBEDDING_FAILED")
+    unavailable = _unavailable(exc)
+    if unavailable is not None:
+        return unavailable
     if isinstance(exc, TaskInvalid):
         return InvalidArgument(
             [
@@ -155,6 +158,23 @@ def from_exception(exc: BaseException) -> ApiError:
             reason="TASK_INVALID",
         )
     return ApiError("internal error", reason="INTERNAL")
+
+
+def _unavailable(exc: BaseException) -> ApiError | None:
+    """A store that cannot be reached (PostgreSQL down or restarting, the pool exhausted, Redis
+    gone): UNAVAILABLE, which clients retry, instead of an internal error."""
+    import psycopg
+    import psycopg_pool
+    import redis.exceptions
+
+    if isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError):
+        return Unavailable(
+            "the database is unavailable (down, restarting or overloaded); retry later",
+            reason="DATABASE_UNAVAILABLE",
+        )
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return Unavailable("the queue (Redis) is unavailable; retry later", reason="REDIS_UNAVAILABLE")
+    return None
 
 
 async def abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:

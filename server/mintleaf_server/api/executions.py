@@ -11,12 +11,14 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from psycopg.types.json import Jsonb
+from redis.exceptions import RedisError
 
 from .._proto.mintleaf.v1 import executions_pb2, executions_pb2_grpc
 from ..dsl.errors import TaskInvalid
@@ -42,6 +44,8 @@ from .common import (
 )
 from .errors import FailedPrecondition, InvalidArgument
 from .tasks import load_task_version
+
+log = logging.getLogger("mintleaf.api")
 
 __all__ = ["ExecutionServicer"]
 
@@ -139,6 +143,15 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
     def _queue(self) -> ReadyQueue:
         return ReadyQueue(self.rt.redis)
 
+    async def _wake(self, run_member: str) -> None:
+        """Queue a run whose change is already committed. PostgreSQL holds the truth: if Redis is
+        unreachable the wake-up is lost, not the request, and the worker's recovery sweep finds the
+        run (created, cancelled or answered) within its interval."""
+        try:
+            await self._queue.push(run_member)
+        except (RedisError, OSError) as exc:
+            log.warning("wake-up of %s not queued (%s); the recovery sweep will take it", run_member, exc)
+
     async def _load(self, conn: Any, dev: uuid.UUID, eid: uuid.UUID) -> executions_pb2.Execution:
         row = await (
             await conn.execute("SELECT * FROM executions WHERE developer_id = %s AND id = %s", (dev, eid))
@@ -210,7 +223,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                     "INSERT INTO execution_contexts (developer_id, execution_id, context) VALUES (%s, %s, %s)",
                     (dev, eid, Jsonb(ctx.to_json())),
                 )
-            await self._queue.push(member(str(eid), "main", str(dev)))
+            await self._wake(member(str(eid), "main", str(dev)))
             return await self._load(conn, dev, eid)
 
     @unary
@@ -266,7 +279,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                     f"execution {eid} is {_STATUS_NAME[current.status]}: it cannot be cancelled",
                     reason="EXECUTION_NOT_ACTIVE",
                 )
-            await self._queue.push(member(str(eid), "main", str(dev)))
+            await self._wake(member(str(eid), "main", str(dev)))
             return await self._load(conn, dev, eid)
 
     async def _answer(
@@ -307,7 +320,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
             ).fetchone()
             if done is None:
                 raise FailedPrecondition(f"wait {wait['id']!r} was answered already", reason="WAIT_NOT_OPEN")
-            await self._queue.push(member(str(eid), done["run"], str(dev)))
+            await self._wake(member(str(eid), done["run"], str(dev)))
             return await self._load(conn, dev, eid)
 
     @unary
@@ -347,7 +360,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                             "UPDATE waits SET status = 'answered', input = %s WHERE execution_id = %s AND id = %s",
                             (Jsonb(answer), eid, wid),
                         )
-                        await self._queue.push(member(str(eid), wait["run"], str(dev)))
+                        await self._wake(member(str(eid), wait["run"], str(dev)))
                     else:
                         await conn.execute(
                             "UPDATE waits SET input = %s WHERE execution_id = %s AND id = %s",
@@ -390,8 +403,12 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
     ) -> AsyncIterator[Any]:
         eid = parse_id(request.execution_id, "execution_id")
         last = max(0, request.after_sequence)
-        pubsub = self.rt.redis.pubsub()
-        await pubsub.subscribe(f"ml:tx:{eid}")
+        pubsub: Any = self.rt.redis.pubsub()
+        try:
+            await pubsub.subscribe(f"ml:tx:{eid}")
+        except (RedisError, OSError):  # no notifications: poll PostgreSQL instead (more often)
+            await _close(pubsub)
+            pubsub = None
         try:
             while True:
                 async with self.rt.db.connection() as conn:
@@ -416,11 +433,24 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                     return
                 if len(rows) == 1000:
                     continue
-                await _next_message(pubsub, 1.0)
+                if pubsub is None:
+                    await asyncio.sleep(0.25)
+                    continue
+                try:
+                    await _next_message(pubsub, 1.0)
+                except (RedisError, OSError):
+                    await _close(pubsub)
+                    pubsub = None
         finally:
-            with contextlib.suppress(Exception):
-                await pubsub.unsubscribe()
-                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+            if pubsub is not None:
+                await _close(pubsub)
+
+
+async def _close(pubsub: Any) -> None:
+    with contextlib.suppress(Exception):
+        await pubsub.unsubscribe()
+    with contextlib.suppress(Exception):
+        await pubsub.aclose()
 
 
 async def _next_message(pubsub: Any, timeout: float) -> None:

@@ -67,12 +67,13 @@ def _adapt(spec: ResourceSpec, column: str, value: Any) -> Any:
 class Database:
     """An async connection pool plus the CRUD queries. One per server process."""
 
-    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 16) -> None:
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 16, timeout: float = 5.0) -> None:
         self.url = url
         self.pool = AsyncConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
+            timeout=timeout,
             open=False,
             kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0},
             name="mintleaf",
