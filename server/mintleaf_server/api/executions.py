@@ -429,7 +429,7 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
                 for row in rows:
                     last = row["sequence"]
                     yield transition_proto(row)
-                if not rows and ex["status"] in _TERMINAL and last >= ex["transition_count"]:
+                if ex["status"] in _TERMINAL and last >= ex["transition_count"]:  # all of a finished log
                     return
                 if len(rows) == 1000:
                     continue
