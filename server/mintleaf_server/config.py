@@ -62,6 +62,8 @@ class Settings:
     # refused otherwise.
     api_call_allow_networks: tuple[str, ...] = ()
     log_level: str = "INFO"
+    # metrics: host:port of the Prometheus /metrics endpoint (docs/operations.md); "" = off
+    metrics_listen: str = ""
 
     @property
     def embedded_database(self) -> bool:
@@ -86,6 +88,7 @@ _ENV = {
     "key_secret": "MINTLEAF_KEY_SECRET",
     "api_call_allow_networks": "MINTLEAF_API_CALL_ALLOW_NETWORKS",
     "log_level": "MINTLEAF_LOG_LEVEL",
+    "metrics_listen": "MINTLEAF_METRICS_LISTEN",
 }
 
 
@@ -184,6 +187,10 @@ def _validate(s: Settings) -> None:
     host, sep, port = s.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"setting 'listen': {s.listen!r} is not host:port")
+    if s.metrics_listen:  # metrics: the same shape as `listen`
+        host, sep, port = s.metrics_listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"setting 'metrics_listen': {s.metrics_listen!r} is not host:port")
     if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("setting 'DATABASE_URL' must start with postgresql://")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -37,6 +37,9 @@ from ._proto.mintleaf.v1 import (
 )
 from .config import Settings
 from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["SERVICE_NAMES", "App"]
 
@@ -70,11 +73,14 @@ class App:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._stop_hooks: list[Hook] = []
+        self.metrics: Metrics | None = None  # metrics: set when metrics_listen is set
+        self.metrics_port = 0  # metrics: the port the /metrics endpoint bound (0: off)
 
     def on_stop(self, hook: Hook) -> None:
         self._stop_hooks.append(hook)
 
     async def start(self) -> int:
+        await self._start_metrics()  # metrics: first, so a busy port fails before the stores start
         await self.runtime.start()
         limit = self.settings.limits.max_message_bytes
         self.server = grpc.aio.server(
@@ -134,6 +140,21 @@ class App:
             ),
             server,
         )
+
+    async def _start_metrics(self) -> None:
+        """Metrics: the Prometheus endpoint (docs/operations.md), on the app's own event loop; off
+        unless `metrics_listen` is set. Stopped last of the stop hooks (registered first). Until
+        the runtime has started a scrape shows the process metrics only."""
+        if not self.settings.metrics_listen:
+            return
+        from .metrics import Metrics, MetricsEndpoint
+
+        self.metrics = Metrics(self.runtime)
+        self.runtime.extras["metrics"] = self.metrics
+        endpoint = MetricsEndpoint(self.metrics, self.settings.metrics_listen)
+        self.metrics_port = await endpoint.start()
+        self.on_stop(endpoint.stop)
+        log.info("metrics on http://%s:%d/metrics", endpoint.host, self.metrics_port)
 
     async def _start_background(self) -> None:
         if not self.settings.worker_enabled:

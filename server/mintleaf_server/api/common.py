@@ -4,12 +4,14 @@ conversions between protobuf well-known types and plain Python values."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -92,7 +94,7 @@ def unary(
             await abort(context, error)
             raise  # unreachable: abort raises
 
-    return handler
+    return _measured_unary(handler)  # metrics
 
 
 def streaming(
@@ -116,7 +118,116 @@ def streaming(
                 log.exception("internal error in %s", fn.__name__)
             await abort(context, error)
 
-    return handler
+    return _measured_streaming(handler)  # metrics
+
+
+# -- metrics hooks (docs/operations.md) ------------------------------------------------------------
+# A gRPC call is counted once it ends, by method and status code; unary calls are timed, streams
+# are not (their lifetime is the client's). Calls made in-process (InternalContext) are not RPCs.
+# With metrics off (no runtime.extras["metrics"]) a call costs one dict lookup more.
+
+
+def _method_name(servicer: Any, handler: Any) -> str:
+    """`AgentService/CreateAgent`: the attribute the handler is bound to (`CreateAgent =
+    unary(CRUD.create)` names no function after the RPC), the service from the generated base the
+    servicer extends. Looked up once per servicer class."""
+    classes = type(servicer).__mro__
+    name = next((a for c in classes for a, v in vars(c).items() if v is handler), handler.__name__)
+    for base in classes:
+        if base.__module__.endswith("_pb2_grpc") and base.__name__.endswith("Servicer"):
+            return f"{base.__name__.removesuffix('Servicer')}/{name}"
+    return f"{type(servicer).__name__}/{name}"
+
+
+def _status_name(context: Any) -> str:
+    try:
+        code = context.code()
+    except Exception:
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    for candidate in grpc.StatusCode:
+        if candidate.value[0] == code:
+            return str(candidate.name)
+    return "UNKNOWN"
+
+
+def _metrics_of(servicer: Any, context: Any) -> Any:
+    if isinstance(context, InternalContext):
+        return None
+    rt = getattr(servicer, "rt", None)
+    return None if rt is None else rt.extras.get("metrics")
+
+
+def _measured_unary(
+    handler: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    names: dict[type[Any], str] = {}
+
+    @functools.wraps(handler)
+    async def measured(self: Servicer, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        metrics = _metrics_of(self, context)
+        if metrics is None:
+            return await handler(self, request, context)
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            code = _status_name(context)
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = "UNKNOWN"
+            raise
+        finally:
+            method = names.get(type(self)) or names.setdefault(type(self), _method_name(self, measured))
+            metrics.rpc(method, code, time.perf_counter() - started)
+
+    return measured
+
+
+def _measured_streaming(
+    handler: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    names: dict[type[Any], str] = {}
+
+    @functools.wraps(handler)
+    async def measured(
+        self: Servicer, request: Req, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Resp]:
+        metrics = _metrics_of(self, context)
+        # aclosing: the handler's own clean-up (unsubscribing...) runs when the stream ends
+        if metrics is None:
+            async with contextlib.aclosing(
+                cast(AsyncGenerator[Resp], handler(self, request, context))
+            ) as items:
+                async for item in items:
+                    yield item
+            return
+        code = "OK"
+        try:
+            async with contextlib.aclosing(
+                cast(AsyncGenerator[Resp], handler(self, request, context))
+            ) as items:
+                async for item in items:
+                    yield item
+        except grpc.aio.AbortError:
+            code = _status_name(context)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = "UNKNOWN"
+            raise
+        finally:
+            method = names.get(type(self)) or names.setdefault(type(self), _method_name(self, measured))
+            metrics.rpc(method, code, None)
+
+    return measured
 
 
 def parse_id(value: str, field: str) -> uuid.UUID:

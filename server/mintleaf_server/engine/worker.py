@@ -80,6 +80,7 @@ from mintleaf_server.engine.limits import Limits
 from mintleaf_server.engine.machine import TERMINAL_STATUSES, Environment, Machine
 from mintleaf_server.engine.queue import ReadyQueue, lease_name, member, parse_member
 from mintleaf_server.engine.timers import TimerWheel
+from mintleaf_server.metrics import EngineStats
 from mintleaf_server.store.executions import Q
 
 __all__ = ["CRASH_ENV", "EffectRunner", "Worker", "crash_point", "main_status"]
@@ -214,6 +215,7 @@ class Worker:
         self.sweep_interval_s = sweep_interval_s
         self.batch_branches = True  # off: every branch alone (the benchmark's baseline)
         self.processed = 0  # runs taken by this worker (tests check that replicas share work)
+        self.stats = EngineStats()  # metrics: plain counters, exported by mintleaf_server.metrics
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self._stopping = asyncio.Event()
@@ -261,6 +263,7 @@ class Worker:
         held = await self.leases.held([lease_name(m) for m in names])
         stale = [m for m, h in zip(names, held, strict=True) if not h]
         await self.queue.push(*stale)
+        self.stats.recovered += len(stale)  # metrics
         if timers:
             await self.timers.schedule_many(
                 [
@@ -308,6 +311,7 @@ class Worker:
                 task.add_done_callback(self._tasks.discard)
 
     async def _process(self, item: str) -> None:
+        taken = 0  # metrics: runs held by this task
         try:
             eid, run, dev = parse_member(item)
             name = f"{eid}|{run}"
@@ -315,6 +319,12 @@ class Worker:
             if lease is None:
                 return  # held: the holder sees our dirty mark when it releases, and looks again
             self.processed += 1
+            taken = 1  # metrics
+            self.stats.in_progress += 1
+            if run == "main":
+                self.stats.runs_main += 1
+            else:
+                self.stats.runs_branch += 1
             log.debug("took %s", item)
             lease.keep()
             again = False
@@ -322,6 +332,7 @@ class Worker:
                 await self.process(uuid.UUID(eid), run, uuid.UUID(dev) if dev else None)
             except LeaseLost as exc:
                 log.info("%s", exc)
+                self.stats.lease_lost += 1  # metrics
             finally:
                 again = await lease.release()
             if again:
@@ -329,12 +340,14 @@ class Worker:
         except Exception:
             log.exception("processing %s failed", item)
         finally:
+            self.stats.in_progress -= taken  # metrics
             self.sem.release()
 
     async def _process_batch(self, items: list[str]) -> None:
         """Several branches of one execution popped together (a fan-out's burst): their leases
         taken, their rows claimed and, for those that end in one advance (trivial branches), their
         terminal commits made in one round trip each; any other branch goes on alone as usual."""
+        taken = 0  # metrics: runs held by this task (those going on alone included)
         try:
             parsed = [parse_member(it) for it in items]
             eid = uuid.UUID(parsed[0][0])
@@ -345,6 +358,9 @@ class Worker:
             if not held:
                 return
             self.processed += len(held)
+            taken = len(held)  # metrics
+            self.stats.in_progress += taken
+            self.stats.runs_branch += taken
             quick: dict[str, list[tuple[_Unit, dict[str, Any], list[Command]]]] = {}
             slow: list[_Unit] = []
             going_on: set[str] = set()  # runs whose lease passes to `_go_on`
@@ -395,6 +411,7 @@ class Worker:
         except Exception:
             log.exception("processing %d branches of %s failed", len(items), items[0])
         finally:
+            self.stats.in_progress -= taken  # metrics
             for _ in items:
                 self.sem.release()
 
@@ -406,6 +423,7 @@ class Worker:
             await self.process(unit.eid, unit.run, unit.dev, claimed=unit)
         except LeaseLost as exc:
             log.info("%s", exc)
+            self.stats.lease_lost += 1  # metrics
         except Exception:
             log.exception("processing %s failed", unit.member)
         finally:
@@ -447,11 +465,14 @@ class Worker:
         crash_point("after_commit_before_publish")
         committed = set(got["committed"] or []) if got is not None else set()
         lost = len(group) - len(committed)
+        self.stats.lease_lost += lost  # metrics
         if lost:
             log.info("execution %s: %d branches lost their lease epoch before the commit", first.eid, lost)
         if not committed:
             return
         n = sum(len(item["rows"]) for item in items if item["key"] in committed)
+        self.stats.commits_batch += 1  # metrics
+        self.stats.transitions += n
         self._outbox.append((f"{self.prefix}tx:{first.eid}", n))
         self._outbox_ready.set()
         promoted = [member(str(first.eid), key, str(first.dev)) for key in got["promoted"] or []]
@@ -675,6 +696,8 @@ class Worker:
                 await self._side_rows(conn, unit, side)
         else:
             await self._fenced(conn, unit, new, rows)
+        self.stats.commits_single += 1  # metrics
+        self.stats.transitions += len(rows)
         crash_point("after_commit_before_publish")
         if unit.fired is not None:
             fired, unit.fired = unit.fired, None
@@ -830,6 +853,8 @@ class Worker:
                 wake += await self._branch_ended(conn, unit, cmd)
             elif isinstance(cmd, Cancelled | Fail | Finish) and unit.run == "main":
                 await conn.execute("DELETE FROM timers WHERE execution_id = %s", (unit.eid,))
+                if unit.state is not None:  # metrics
+                    self.stats.finish(main_status(unit.state))
         await self.timers.schedule_many(timers)
         await self.queue.push(*wake)
         effect = next((c for c in cmds if isinstance(c, RunEffect)), None)
@@ -846,6 +871,7 @@ class Worker:
 
     async def _run_effect(self, unit: _Unit, cmd: RunEffect) -> Event:
         timeout = max(0.0, cmd.deadline_ms / 1000 - time.time())
+        started = time.perf_counter()  # metrics
         try:
             event = await asyncio.wait_for(self.effects(cmd.request, unit.machine), timeout=timeout)
         except TimeoutError:
@@ -858,6 +884,7 @@ class Worker:
                 effect_id=cmd.effect_id,
                 error={"kind": type(exc).__name__, "message": str(exc), "retryable": False},
             )
+        self.stats.effect(cmd.request.get("kind"), event, time.perf_counter() - started)  # metrics
         # The machine's clock is its events' `now_ms`: an answer stamped 0 would put retry
         # backoffs and wait deadlines in 1970.
         if getattr(event, "now_ms", None) == 0:
