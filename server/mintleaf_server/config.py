@@ -35,6 +35,10 @@ class Limits:
     max_nesting_depth: int = 16
     max_yield_depth: int = 64
     max_parallelism: int = 1000
+    # Requests per second per developer (a token bucket in each server process; 0 = no limit) and
+    # the bucket's size (0 = twice the rate): over it, RESOURCE_EXHAUSTED with a retry delay.
+    rate_per_second: int = 0
+    rate_burst: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ _ENV = {
     "metrics_listen": "MINTLEAF_METRICS_LISTEN",
 }
 
+
+_MAY_BE_ZERO = ("rate_per_second", "rate_burst")  # 0 means "no limit" / "the default"
 
 _SECTIONS = ("server", "limits", "models", "embeddings", "integrations")
 
@@ -167,7 +173,7 @@ def load_settings(
         if env.get(var):
             limits[key] = _coerce(var, env[var], "int")
     for key, v in limits.items():
-        if v <= 0:
+        if v < 0 or (v == 0 and key not in _MAY_BE_ZERO):
             raise ConfigError(f"setting 'limits.{key}' must be positive, got {v}")
     values["limits"] = Limits(**limits)
     for section in ("models", "embeddings", "integrations"):

@@ -14,6 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .api.auth import Authenticator, load_key_secret
+from .api.ratelimit import RateLimiter
 from .config import Settings
 from .store.db import Database
 from .store.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
@@ -38,9 +39,12 @@ class Runtime:
     embedder: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
     early_postgres: Any = None  # a concurrent.futures.Future of EmbeddedPostgres
+    rate_limiter: RateLimiter | None = None  # per-developer request rate (limits.rate_per_second)
 
     async def start(self) -> None:
         s = self.settings
+        if s.limits.rate_per_second:
+            self.rate_limiter = RateLimiter(s.limits.rate_per_second, s.limits.rate_burst)
         # Both embedded servers start at once, in threads (their start-up is mostly waiting).
         pg_task: asyncio.Future[EmbeddedPostgres] | None = None
         redis_task: asyncio.Future[EmbeddedRedis] | None = None

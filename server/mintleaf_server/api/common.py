@@ -17,7 +17,7 @@ import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from ..store.db import decode_page_token
-from .errors import InvalidArgument, abort, from_exception
+from .errors import InvalidArgument, ResourceExhausted, abort, from_exception
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -62,8 +62,19 @@ class InternalContext:
 
 async def _developer(self: Servicer, context: Any) -> uuid.UUID:
     if isinstance(context, InternalContext):
-        return context.developer_id
-    return await self.rt.auth.authenticate(context)
+        return context.developer_id  # system tools run inside a call that was already admitted
+    developer = await self.rt.auth.authenticate(context)
+    limiter = self.rt.rate_limiter
+    if limiter is not None:
+        wait = limiter.take(developer)
+        if wait is not None:
+            raise ResourceExhausted(
+                f"too many requests: this developer may send {limiter.rate:g} per second; retry in {wait:.2f}s",
+                reason="RATE_LIMITED",
+                metadata={"retry_after_seconds": f"{wait:.3f}", "limit_per_second": f"{limiter.rate:g}"},
+                retry_after=wait,
+            )
+    return developer
 
 
 class Servicer:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from ..dsl.errors import TaskInvalid
@@ -20,6 +20,7 @@ __all__ = [
     "ApiError",
     "FailedPrecondition",
     "InvalidArgument",
+    "ResourceExhausted",
     "Unauthenticated",
     "Unimplemented",
     "from_exception",
@@ -113,6 +114,25 @@ class Unimplemented(ApiError):
 class Aborted(ApiError):
     code = grpc.StatusCode.ABORTED
     reason = "ABORTED"
+
+
+class ResourceExhausted(ApiError):
+    """Over a limit (a request rate): `retry_after` seconds also go out as a google.rpc.RetryInfo."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+    def to_status(self) -> status_pb2.Status:
+        status = super().to_status()
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(self.retry_after * 1e9))
+            status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        return status
 
 
 class Unavailable(ApiError):
