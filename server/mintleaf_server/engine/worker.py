@@ -262,6 +262,9 @@ class Worker:
         names = sorted(runs)
         held = await self.leases.held([lease_name(m) for m in names])
         stale = [m for m, h in zip(names, held, strict=True) if not h]
+        if stale:  # a run waiting its turn in the ready queue is not lost: only the others count
+            scores = await self.redis.zmscore(self.queue.key, stale)
+            stale = [m for m, score in zip(stale, scores, strict=True) if score is None]
         await self.queue.push(*stale)
         self.stats.recovered += len(stale)  # metrics
         if timers:

@@ -345,16 +345,20 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'open') ON CONFLICT DO NOTHING
     # Runs that can make progress now but may have lost their wake-up (a crash between commit
     # and ZADD, a flushed Redis, a lease that expired under a dead worker). The sweep re-queues
     # those that nobody holds a lease on. Runs parked on a wait, a sleep or unfinished branches
-    # are not here: their wake-up comes from an answer, a timer or the last branch.
+    # are not here: their wake-up comes from an answer, a timer or the last branch. A run written
+    # less than `overdue_s` ago is left out: it is most likely moving (a sweep that raced its
+    # worker would re-queue it for nothing); if it is not, the next sweep takes it.
     RECOVERY_CANDIDATES = """
 SELECT e.developer_id, e.id AS execution_id, 'main' AS run FROM executions e
 WHERE e.status IN ('queued','starting','running','awaiting_input')
+  AND e.updated_at <= now() - make_interval(secs => %(overdue_s)s)
   AND (e.state IS NULL OR e.cancel_reason IS NOT NULL
        OR jsonb_typeof(e.state->'pending') IS DISTINCT FROM 'object'
        OR e.state->'pending'->>'kind' IN ('continue','effect'))
 UNION ALL
 SELECT e.developer_id, b.execution_id, b.key FROM branches b JOIN executions e ON e.id = b.execution_id
 WHERE b.status = 'ready' AND e.status IN ('starting','running','awaiting_input')
+  AND b.updated_at <= now() - make_interval(secs => %(overdue_s)s)
   AND (b.state IS NULL OR jsonb_typeof(b.state->'pending') IS DISTINCT FROM 'object'
        OR b.state->'pending'->>'kind' IN ('continue','effect'))
 UNION ALL
