@@ -1,0 +1,7 @@
+"""`python -m mintleaf.cli`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
