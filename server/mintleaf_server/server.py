@@ -107,19 +107,21 @@ class App:
 
     def _add_servicers(self, server: grpc.aio.Server) -> None:
         from .api.agents import AgentServicer, UserServicer
+        from .api.requests import register_safely
         from .api.secrets import SecretServicer
         from .api.sessions import SessionServicer
         from .api.tasks import TaskServicer
         from .api.tools import ToolServicer
 
-        rt = self.runtime
-        agents_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(rt), server)
-        users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(rt), server)
-        tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolServicer(rt), server)
-        sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(rt), server)
-        tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(rt), server)
-        secrets_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(rt), server)
-        executions_pb2_grpc.add_ExecutionServiceServicer_to_server(
+        rt = self.runtime  # every service's requests decoded safely (api/requests.py)
+        register_safely(agents_pb2_grpc.add_AgentServiceServicer_to_server, AgentServicer(rt), server)
+        register_safely(users_pb2_grpc.add_UserServiceServicer_to_server, UserServicer(rt), server)
+        register_safely(tools_pb2_grpc.add_ToolServiceServicer_to_server, ToolServicer(rt), server)
+        register_safely(sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(rt), server)
+        register_safely(tasks_pb2_grpc.add_TaskServiceServicer_to_server, TaskServicer(rt), server)
+        register_safely(secrets_pb2_grpc.add_SecretServiceServicer_to_server, SecretServicer(rt), server)
+        register_safely(
+            executions_pb2_grpc.add_ExecutionServiceServicer_to_server,
             _optional_servicer(
                 "mintleaf_server.api.executions",
                 "ExecutionServicer",
@@ -128,13 +130,15 @@ class App:
             ),
             server,
         )
-        docs_pb2_grpc.add_DocServiceServicer_to_server(
+        register_safely(
+            docs_pb2_grpc.add_DocServiceServicer_to_server,
             _optional_servicer(
                 "mintleaf_server.api.docs", "DocServicer", rt, docs_pb2_grpc.DocServiceServicer
             ),
             server,
         )
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(
+        register_safely(
+            chat_pb2_grpc.add_ChatServiceServicer_to_server,
             _optional_servicer(
                 "mintleaf_server.api.chat", "ChatServicer", rt, chat_pb2_grpc.ChatServiceServicer
             ),

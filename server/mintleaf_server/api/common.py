@@ -18,6 +18,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from ..store.db import decode_page_token
 from .errors import InvalidArgument, ResourceExhausted, abort, from_exception
+from .requests import Undecodable, nul_field
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -77,6 +78,15 @@ async def _developer(self: Servicer, context: Any) -> uuid.UUID:
     return developer
 
 
+def _check_request(request: Any) -> None:
+    """Before any handler: a body that did not decode, or text PostgreSQL cannot store."""
+    if isinstance(request, Undecodable):
+        raise InvalidArgument(request.field, request.problem, reason="REQUEST_UNDECODABLE")
+    field = nul_field(request)
+    if field is not None:
+        raise InvalidArgument(field, "must not contain NUL (\\u0000) characters")
+
+
 class Servicer:
     """Base of every servicer: holds the runtime (settings, database, redis, authenticator...)."""
 
@@ -93,6 +103,7 @@ def unary(
     async def handler(self: Servicer, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
             developer_id = await _developer(self, context)
+            _check_request(request)
             return await fn(self, request, context, developer_id)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -117,6 +128,7 @@ def streaming(
     async def handler(self: Servicer, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
         try:
             developer_id = await _developer(self, context)
+            _check_request(request)
             async for item in fn(self, request, context, developer_id):
                 yield item
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):

@@ -18,6 +18,7 @@ from google.protobuf import empty_pb2
 
 from ..store.db import ResourceSpec
 from .common import Servicer, page_size, page_token, parse_id, struct_to_dict
+from .errors import InvalidArgument
 from .validate import update_paths
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Crud(Generic[M, L]):
         dev: uuid.UUID,
         extra: Mapping[str, Any] | None = None,
     ) -> M:
+        if not request.HasField(self.field):
+            raise InvalidArgument(self.field, "is required")
         message = getattr(request, self.field)
         values = self.values(message, list(self.fields), self.field)
         values.update(extra or {})

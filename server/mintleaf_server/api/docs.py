@@ -3,14 +3,17 @@ vector or both. Storage and search live in mintleaf_server.documents; this maps 
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
 
 from .._proto.mintleaf.v1 import docs_pb2, docs_pb2_grpc
+from ..documents import errors as doc_errors
 from ..documents import store as docstore
 from ..store.db import decode_page_token, encode_page_token
 from .agents import AGENTS, USERS
@@ -73,25 +76,28 @@ class DocServicer(Servicer, docs_pb2_grpc.DocServiceServicer):
         self, request: docs_pb2.CreateDocRequest, context: grpc.aio.ServicerContext, dev: uuid.UUID
     ) -> docs_pb2.Doc:
         owner = await self._owner(dev, request.agent_id, request.user_id)
+        if not request.HasField("doc"):
+            raise InvalidArgument("doc", "is required")
         d = request.doc
         doc_id = parse_id(d.id, "doc.id") if d.id else None
         if request.request_id and doc_id is None:
             # A retried create with the same request_id maps onto the same client-side id.
             doc_id = uuid.uuid5(uuid.NAMESPACE_URL, f"mintleaf:{dev}:doc:{request.request_id}")
-        async with self.rt.db.connection() as conn:
-            doc = await docstore.create_doc(
-                conn,
-                developer_id=dev,
-                owner=owner,
-                title=d.title,
-                content=list(d.content),
-                metadata=check_metadata(d.HasField("metadata"), d.metadata, "doc.metadata"),
-                embed_instruction=d.embed_instruction or None,
-                language=d.language or None,
-                embedder=self.rt.embedder,
-                doc_id=doc_id,
-            )
-            count = await _chunk_count(conn, dev, doc.id)
+        with _fields_of("doc"):
+            async with self.rt.db.connection() as conn:
+                doc = await docstore.create_doc(
+                    conn,
+                    developer_id=dev,
+                    owner=owner,
+                    title=d.title,
+                    content=list(d.content),
+                    metadata=check_metadata(d.HasField("metadata"), d.metadata, "doc.metadata"),
+                    embed_instruction=d.embed_instruction or None,
+                    language=d.language or None,
+                    embedder=self.rt.embedder,
+                    doc_id=doc_id,
+                )
+                count = await _chunk_count(conn, dev, doc.id)
         return doc_to_proto(doc, count)
 
     @unary
@@ -229,3 +235,13 @@ async def _chunk_count(conn: Any, dev: uuid.UUID, doc_id: uuid.UUID) -> int:
     )
     row = await cur.fetchone()
     return int(row["n"] if isinstance(row, dict) else row[0])
+
+
+@contextlib.contextmanager
+def _fields_of(prefix: str) -> Iterator[None]:
+    """The documents package names fields relative to the document (`title`); the API names them
+    from the request (`doc.title`)."""
+    try:
+        yield
+    except doc_errors.InvalidArgument as exc:
+        raise doc_errors.InvalidArgument(f"{prefix}.{exc.field}", exc.message) from exc

@@ -146,7 +146,9 @@ def from_exception(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, NotFound):
         return NotFoundError(
-            str(exc), reason=f"{exc.kind.upper()}_NOT_FOUND", metadata={"id": exc.id, "resource": exc.kind}
+            str(exc),
+            reason=f"{exc.kind.upper().replace(' ', '_')}_NOT_FOUND",
+            metadata={"id": exc.id, "resource": exc.kind},
         )
     if isinstance(exc, AlreadyExists):
         return AlreadyExistsError(

@@ -169,6 +169,8 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
     @unary
     async def CreateExecution(self, request: Any, context: grpc.aio.ServicerContext, dev: uuid.UUID) -> Any:
         task_id = parse_id(request.task_id, "task_id")
+        if not request.HasField("execution"):
+            raise InvalidArgument("execution", "is required (an empty execution runs the task with no input)")
         ex = request.execution
         body = struct_to_dict(ex.input) if ex.HasField("input") else {}
         metadata = check_metadata(ex.HasField("metadata"), ex.metadata, "execution.metadata")
@@ -241,6 +243,8 @@ class ExecutionServicer(Servicer, executions_pb2_grpc.ExecutionServiceServicer):
             where.append("task_id = %s")
             args.append(parse_id(request.task_id, "task_id"))
         if request.status:
+            if request.status not in _STATUS_NAME:
+                raise InvalidArgument("status", f"{request.status} is not an execution status")
             where.append("status = %s")
             args.append(_STATUS_NAME[request.status])
         if request.HasField("metadata_filter"):

@@ -335,7 +335,7 @@ class TaskServicer(Servicer, tasks_pb2_grpc.TaskServiceServicer):
         size = page_size(request.page_size, self.rt)
         after = 0
         if request.page_token:
-            if not request.page_token.isdigit():
+            if not (request.page_token.isascii() and request.page_token.isdigit()):
                 raise InvalidArgument("page_token", "is not a token this server issued")
             after = int(request.page_token)
         async with self.rt.db.connection() as conn:
