@@ -52,7 +52,19 @@ class Client:
     failed call of the service attributes raises MintleafError (a grpc.RpcError). `channel` is the
     plain authenticated grpcio channel (raw calls on it raise grpcio's own errors)."""
 
-    def __init__(self, target: str, api_key: str, *, channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        api_key: str,
+        *,
+        channel: grpc.Channel | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+    ) -> None:
+        """`tls=True` (or `root_certificates`, PEM bytes of the CA to trust instead of the system's)
+        speaks TLS to a server started with `tls_cert_file`/`tls_key_file`."""
+        if channel is None and (tls or root_certificates is not None):
+            channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates))
         self._raw = channel or grpc.insecure_channel(target)
         self.channel = grpc.intercept_channel(self._raw, AuthInterceptor(api_key))
         calls = ErrorChannel(self.channel)

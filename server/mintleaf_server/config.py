@@ -68,6 +68,9 @@ class Settings:
     log_level: str = "INFO"
     # metrics: host:port of the Prometheus /metrics endpoint (docs/operations.md); "" = off
     metrics_listen: str = ""
+    # TLS for the gRPC port: a PEM certificate (chain) and its private key; both or neither.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     @property
     def embedded_database(self) -> bool:
@@ -93,6 +96,8 @@ _ENV = {
     "api_call_allow_networks": "MINTLEAF_API_CALL_ALLOW_NETWORKS",
     "log_level": "MINTLEAF_LOG_LEVEL",
     "metrics_listen": "MINTLEAF_METRICS_LISTEN",
+    "tls_cert_file": "MINTLEAF_TLS_CERT_FILE",
+    "tls_key_file": "MINTLEAF_TLS_KEY_FILE",
 }
 
 
@@ -193,6 +198,12 @@ def _validate(s: Settings) -> None:
     host, sep, port = s.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"setting 'listen': {s.listen!r} is not host:port")
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
+        raise ConfigError("settings 'tls_cert_file' and 'tls_key_file' go together: set both or neither")
+    for name in ("tls_cert_file", "tls_key_file"):
+        path = getattr(s, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"setting '{name}': {path!r} is not a readable file")
     if s.metrics_listen:  # metrics: the same shape as `listen`
         host, sep, port = s.metrics_listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:

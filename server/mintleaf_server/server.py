@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -96,7 +97,18 @@ class App:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(self.settings.listen)
+        if self.settings.tls_cert_file:
+            credentials = grpc.ssl_server_credentials(
+                [
+                    (
+                        Path(self.settings.tls_key_file).read_bytes(),
+                        Path(self.settings.tls_cert_file).read_bytes(),
+                    )
+                ]
+            )
+            self.port = self.server.add_secure_port(self.settings.listen, credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise RuntimeError(f"could not listen on {self.settings.listen}")
         await self.server.start()
