@@ -4,6 +4,7 @@ served, a plaintext client is not, and the settings are validated."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,33 @@ def test_tls_settings_are_validated(certificate: tuple[Path, Path], tmp_path: Pa
         )
     ok = load_settings(env={"MINTLEAF_TLS_CERT_FILE": str(cert), "MINTLEAF_TLS_KEY_FILE": str(key)})
     assert ok.tls_cert_file == str(cert)
+
+
+def test_the_command_line_speaks_tls_with_a_ca_file(
+    tls_server: ServerThread, certificate: tuple[Path, Path]
+) -> None:
+    base = [
+        sys.executable,
+        "-m",
+        "mintleaf.cli",
+        "--target",
+        tls_server.target,
+        "--api-key",
+        tls_server.new_key(),
+    ]
+    ok = subprocess.run(
+        [*base, "--ca-file", str(certificate[0]), "agents", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    plain = subprocess.run([*base, "agents", "list"], capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 1 and "cannot reach" in plain.stderr, plain.stderr
+    missing = subprocess.run(
+        [*base, "--ca-file", "/nonexistent/ca.pem", "agents", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "CA file" in missing.stderr, missing.stderr

@@ -90,6 +90,15 @@ def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument(
         "--json", action="store_true", default=default, help="print canonical JSON of the messages"
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=default,
+        help="speak TLS, trusting the system's CAs (env MINTLEAF_TLS=1)",
+    )
+    parser.add_argument(
+        "--ca-file", default=default, help="speak TLS, trusting this PEM CA instead (env MINTLEAF_CA_FILE)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     target = args.target or os.environ.get("MINTLEAF_TARGET") or DEFAULT_TARGET
     try:
         key = api_key(args.api_key)
-        with Client(target, api_key=key) as client:
+        ca_file = args.ca_file or os.environ.get("MINTLEAF_CA_FILE") or None
+        tls = bool(args.tls) or os.environ.get("MINTLEAF_TLS", "") in ("1", "true", "yes")
+        try:
+            roots = Path(ca_file).read_bytes() if ca_file else None
+        except OSError as exc:
+            raise UsageError(f"cannot read the CA file {ca_file}: {exc.strerror}") from exc
+        with Client(target, api_key=key, tls=tls, root_certificates=roots) as client:
             return COMMANDS[args.command](client, args, printer)
     except UsageError as exc:
         printer.note(f"mintleaf: error: {exc}")
