@@ -3,14 +3,17 @@ scripts/build_gateway.sh) in front of a real server (gRPC on loopback, real Post
 driven with plain HTTP: CRUD with update masks and paging, Julep's routes, errors as
 google.rpc.Status JSON with their details, tenancy, a task from YAML run and streamed as
 newline-delimited JSON, wait_for_input resumed, chat (whole and streamed), health, the OpenAPI
-document, an unreachable backend and the body limit."""
+document, an unreachable backend and the body limit; TLS to a TLS-serving backend (trusted CA,
+server-name override, untrusted), HTTPS on the gateway's side, CORS, and start-up errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -87,7 +90,8 @@ class Gateway:
                 f"the gateway printed {line!r}, not its address; log: {log_path.read_text()}"
             )
         self.address = match.group(1)
-        self.url = f"http://{self.address}"
+        scheme = "https" if "--tls-cert" in extra else "http"
+        self.url = f"{scheme}://{self.address}"
 
     def stop(self) -> int:
         """SIGTERM, then the exit code of the graceful shutdown."""
@@ -120,11 +124,16 @@ class Bridge:
 
 
 @pytest.fixture(scope="module")
-def bridge(pg_url: str, redis_url: str, data_root: Path) -> Iterator[Bridge]:
+def binary() -> Path:
     build = subprocess.run(
         ["bash", "scripts/build_gateway.sh"], cwd=ROOT, capture_output=True, text=True, timeout=540
     )
     assert build.returncode == 0, build.stdout + build.stderr
+    return BINARY
+
+
+@pytest.fixture(scope="module")
+def bridge(binary: Path, pg_url: str, redis_url: str, data_root: Path) -> Iterator[Bridge]:
     # The server (a ServerThread) with every model routed to the scripted model server, for chat.
     world = World(pg_url, redis_url, data_root / "gw")
     try:
@@ -390,7 +399,7 @@ def test_healthz_and_openapi(bridge: Bridge) -> None:
     assert "canonical_name" in doc["definitions"]["v1Agent"]["properties"]
 
 
-def test_unreachable_backend_and_body_limit(tmp_path: Path) -> None:
+def test_unreachable_backend_and_body_limit(binary: Path, tmp_path: Path) -> None:
     # Port 1 on loopback: nothing listens there, so every call fails fast.
     gateway = Gateway("127.0.0.1:1", tmp_path / "gateway.log", "--max-body-bytes", "1024")
     try:
@@ -403,3 +412,217 @@ def test_unreachable_backend_and_body_limit(tmp_path: Path) -> None:
             assert details(error(too_big, 413, 8))["ErrorInfo"]["reason"] == "RESOURCE_EXHAUSTED"
     finally:
         assert gateway.stop() == 0
+
+
+# --- TLS, CORS and start-up errors ------------------------------------------------------------
+
+BACKEND_NAME = "backend.mintleaf.test"  # a second name in the certificate, for --grpc-server-name
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and BACKEND_NAME (openssl, valid one day); it
+    serves both the backend's gRPC port and the gateway's HTTPS port."""
+    where = tmp_path_factory.mktemp("gw-tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", f"subjectAltName=IP:127.0.0.1,DNS:{BACKEND_NAME}"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_backend(
+    binary: Path, pg_url: str, redis_url: str, data_root: Path, certificate: tuple[Path, Path]
+) -> Iterator[ServerThread]:
+    """A server whose gRPC port speaks only TLS."""
+    cert, key = certificate
+    srv = ServerThread(
+        pg_url,
+        redis_url,
+        data_root / "gw-tls-backend",
+        worker_enabled=False,
+        tls_cert_file=str(cert),
+        tls_key_file=str(key),
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@contextlib.contextmanager
+def running(target: str, log_path: Path, *extra: str) -> Iterator[Gateway]:
+    gateway = Gateway(target, log_path, *extra)
+    try:
+        yield gateway
+    finally:
+        assert gateway.stop() == 0, log_path.read_text()
+
+
+def test_gateway_trusting_the_backend_ca_is_served(
+    tls_backend: ServerThread, certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cert = str(certificate[0])
+    headers = {"Authorization": f"Bearer {tls_backend.new_key()}"}
+    with (
+        running(tls_backend.target, tmp_path / "ca.log", "--grpc-ca", cert) as gateway,
+        httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as client,
+    ):
+        agent = ok(client.post("/v1/agents", json={"name": "over tls"}))
+        assert ok(client.get(f"/v1/agents/{agent['id']}"))["name"] == "over tls"
+        assert ok(client.get("/healthz"))["status"] == "SERVING"  # the same TLS connection
+
+    # --grpc-server-name: the name checked is the one given, not the target's host.
+    with (
+        running(
+            tls_backend.target, tmp_path / "name.log", "--grpc-ca", cert, "--grpc-server-name", BACKEND_NAME
+        ) as gateway,
+        httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as client,
+    ):
+        assert [a["name"] for a in ok(client.get("/v1/agents"))["agents"]] == ["over tls"]
+    with (
+        running(
+            tls_backend.target,
+            tmp_path / "wrong.log",
+            "--grpc-ca",
+            cert,
+            "--grpc-server-name",
+            "other.example",
+        ) as gateway,
+        httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as client,
+    ):
+        error(client.get("/v1/agents"), 503, 14)
+
+
+def test_gateway_not_trusting_the_backend_gets_503(tls_backend: ServerThread, tmp_path: Path) -> None:
+    headers = {"Authorization": f"Bearer {tls_backend.new_key()}"}
+    # Plaintext (the default) against a TLS port, then TLS with the system roots against a
+    # self-signed certificate: both are UNAVAILABLE, as a google.rpc.Status.
+    for name, extra in (("plain", ()), ("system-roots", ("--grpc-tls",))):
+        with (
+            running(tls_backend.target, tmp_path / f"{name}.log", *extra) as gateway,
+            httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as client,
+        ):
+            body = error(client.get("/v1/agents"), 503, 14)
+            assert details(body)["ErrorInfo"]["reason"] == "UNAVAILABLE", (name, body)
+            health = client.get("/healthz")
+            assert health.status_code == 503 and health.json()["status"] == "UNREACHABLE", (name, health.text)
+
+
+def test_gateway_serves_https(
+    tls_backend: ServerThread, certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cert, key = (str(p) for p in certificate)
+    headers = {"Authorization": f"Bearer {tls_backend.new_key()}"}
+    trusting = ssl.create_default_context(cafile=cert)
+    with running(
+        tls_backend.target, tmp_path / "https.log", "--grpc-ca", cert, "--tls-cert", cert, "--tls-key", key
+    ) as gateway:
+        assert gateway.url.startswith("https://127.0.0.1:")
+        with httpx.Client(base_url=gateway.url, headers=headers, verify=trusting, timeout=30) as client:
+            agent = ok(client.post("/v1/agents", json={"name": "https"}))
+            assert ok(client.get(f"/v1/agents/{agent['id']}"))["name"] == "https"
+            assert ok(client.get("/healthz"))["status"] == "SERVING"
+        # A client that does not trust the certificate fails the handshake; plain HTTP is refused.
+        with httpx.Client(base_url=gateway.url, timeout=30) as untrusting, pytest.raises(httpx.ConnectError):
+            untrusting.get("/healthz")
+        plain = httpx.get(f"http://{gateway.address}/healthz", timeout=30)
+        assert plain.status_code == 400, plain.text
+
+
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization,content-type",
+}
+
+
+def cors_headers(response: httpx.Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+
+
+def test_cors_for_listed_origins(bridge: Bridge, tmp_path: Path) -> None:
+    allowed, other = "https://b.example", "https://evil.example"
+    key = bridge.server.new_key()
+    with (
+        running(
+            bridge.server.target,
+            tmp_path / "cors.log",
+            "--cors-origins",
+            "https://a.example, https://b.example",
+        ) as gateway,
+        httpx.Client(base_url=gateway.url, timeout=30) as client,
+    ):
+        pre = client.options("/v1/agents", headers={"Origin": allowed, **PREFLIGHT})
+        assert pre.status_code == 204, pre.text
+        headers = cors_headers(pre)
+        assert headers["access-control-allow-origin"] == allowed
+        assert {m.strip() for m in headers["access-control-allow-methods"].split(",")} >= {
+            "GET", "POST", "PATCH", "DELETE",
+        }  # fmt: skip
+        assert {h.strip().lower() for h in headers["access-control-allow-headers"].split(",")} == {
+            "authorization", "x-auth-key", "content-type", "grpc-timeout",
+        }  # fmt: skip
+        assert "access-control-allow-credentials" not in headers
+        assert "Origin" in pre.headers.get_list("vary")
+
+        refused = client.options("/v1/agents", headers={"Origin": other, **PREFLIGHT})
+        assert refused.status_code == 403 and cors_headers(refused) == {}
+
+        # Real requests: the allowed origin may read the answer, nothing is exposed beyond it.
+        auth = {"Authorization": f"Bearer {key}"}
+        got = client.get("/v1/agents", headers={"Origin": allowed, **auth})
+        assert ok(got)["agents"] == []
+        assert cors_headers(got) == {"access-control-allow-origin": allowed}
+        got = client.get("/v1/agents", headers={"Origin": other, **auth})
+        assert ok(got)["agents"] == [] and cors_headers(got) == {}
+        assert cors_headers(client.get("/healthz")) == {}  # no Origin: not a CORS request
+
+
+def test_cors_any_origin_and_off_by_default(bridge: Bridge, tmp_path: Path) -> None:
+    origin = "http://localhost:3000"
+    with (
+        running(bridge.server.target, tmp_path / "any.log", "--cors-origins", "*") as gateway,
+        httpx.Client(base_url=gateway.url, timeout=30) as client,
+    ):
+        pre = client.options("/v1/agents", headers={"Origin": origin, **PREFLIGHT})
+        assert pre.status_code == 204 and cors_headers(pre)["access-control-allow-origin"] == "*"
+        assert cors_headers(client.get("/healthz", headers={"Origin": origin})) == {
+            "access-control-allow-origin": "*"
+        }
+    # The module's gateway runs without --cors-origins: no CORS headers, preflight or not.
+    with httpx.Client(base_url=bridge.gateway.url, timeout=30) as client:
+        pre = client.options("/v1/agents", headers={"Origin": origin, **PREFLIGHT})
+        assert pre.status_code != 204 and cors_headers(pre) == {}, pre.headers
+        got = client.get("/healthz", headers={"Origin": origin})
+        assert ok(got)["status"] == "SERVING" and cors_headers(got) == {}
+
+
+def test_bad_settings_exit_2_with_one_line(
+    binary: Path, certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cert, key = (str(p) for p in certificate)
+    missing = tmp_path / "missing-ca.pem"
+    empty = tmp_path / "empty-ca.pem"
+    empty.write_text("not a certificate\n")
+    cases = [
+        (["--grpc-ca", str(missing)], f"--grpc-ca: open {missing}: no such file or directory"),
+        (["--grpc-ca", str(empty)], f"--grpc-ca {empty}: no PEM certificate in the file"),
+        (["--tls-cert", cert], "--tls-cert needs --tls-key (both or neither)"),
+        (["--tls-key", key], "--tls-key needs --tls-cert (both or neither)"),
+        (["--grpc-server-name", BACKEND_NAME], "--grpc-server-name needs --grpc-tls or --grpc-ca"),
+        (["--cors-origins", "https://a.example/app"], "is not an origin"),
+    ]
+    for args, message in cases:
+        done = subprocess.run(
+            [str(binary), "--listen", "127.0.0.1:0", *args], capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 2, (args, done)
+        assert done.stdout == "", (args, done.stdout)  # it never listened
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mintleaf-gateway: ") and message in lines[0], (
+            args,
+            lines,
+        )

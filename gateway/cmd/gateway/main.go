@@ -20,13 +20,20 @@
 //   - Errors are grpc-gateway's google.rpc.Status JSON with the backend's details kept; errors
 //     raised in the gateway itself (bad JSON, unknown route, backend down) get an ErrorInfo too, so
 //     every error has a machine-readable reason.
-//   - Plaintext gRPC only (the backend is expected on loopback or a private network); TLS to the
-//     backend and on the listener is not done.
+//   - TLS is opt-in on both sides, plaintext stays the default (the backend is usually on loopback).
+//     --grpc-ca replaces the system roots instead of adding to them (tls.go). The HTTPS certificate
+//     is loaded once at start-up, not reloaded on rotation: restart to pick up a new one.
+//   - CORS is off unless --cors-origins is given (cors.go); preflights are answered by the gateway,
+//     not forwarded, and no credentials mode: authentication is a header, never a cookie.
+//   - Bad start-up settings (unknown flag, bad env value, a CA file that is missing or holds no
+//     certificate, --tls-cert without --tls-key, ...) exit 2 with one line on stderr, before
+//     anything listens; runtime failures (the port is taken) exit 1 through log.Fatal.
 package main
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -50,7 +57,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -66,7 +73,28 @@ type config struct {
 	maxBodyBytes  int64
 	maxMsgBytes   int
 	shutdownGrace time.Duration
+
+	grpcTLS        bool   // TLS to the backend with the system roots
+	grpcCA         string // PEM CA bundle to trust for the backend; implies TLS
+	grpcServerName string // name checked in the backend's certificate instead of the target host
+	tlsCert        string // HTTPS certificate (PEM, chain allowed); with tlsKey
+	tlsKey         string
+	corsOrigins    string // comma-separated origins or "*"; "" = no CORS
 }
+
+// prepared is what run needs beyond the flags: everything that reads files or validates values,
+// done before anything listens so that a mistake is a start-up error.
+type prepared struct {
+	backendCreds credentials.TransportCredentials
+	listenerTLS  *tls.Config // nil: plain HTTP
+	cors         *corsPolicy // nil: no CORS headers
+}
+
+// usageError is a bad flag, environment variable or file named by one: exit 2, one line.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
 
 func main() {
 	log.SetFlags(log.LstdFlags | log.LUTC)
@@ -74,12 +102,38 @@ func main() {
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return
-	} else if err != nil {
+	}
+	var p prepared
+	if err == nil {
+		p, err = prepare(cfg)
+	}
+	if err != nil {
+		// The flag package has already printed its own error and the usage for a bad flag.
+		var usage usageError
+		if errors.As(err, &usage) {
+			fmt.Fprintf(os.Stderr, "mintleaf-gateway: %v\n", err)
+		}
+		os.Exit(2)
+	}
+	if err := run(cfg, p); err != nil {
 		log.Fatal(err)
 	}
-	if err := run(cfg); err != nil {
-		log.Fatal(err)
+}
+
+// prepare reads the certificate files and the CORS list; every error is a usageError.
+func prepare(cfg config) (prepared, error) {
+	var p prepared
+	var err error
+	if p.backendCreds, err = backendCredentials(cfg); err != nil {
+		return p, usageError{err}
 	}
+	if p.listenerTLS, err = listenerTLS(cfg); err != nil {
+		return p, usageError{err}
+	}
+	if p.cors, err = parseCORSOrigins(cfg.corsOrigins); err != nil {
+		return p, usageError{err}
+	}
+	return p, nil
 }
 
 func parseFlags(args []string) (config, error) {
@@ -91,8 +145,24 @@ func parseFlags(args []string) (config, error) {
 		"HTTP listen address; port 0 picks a free port (env MINTLEAF_REST_LISTEN)")
 	maxBody, err := strconv.ParseInt(envOr("MINTLEAF_REST_MAX_BODY_BYTES", "16777216"), 10, 64)
 	if err != nil {
-		return cfg, fmt.Errorf("MINTLEAF_REST_MAX_BODY_BYTES: %w", err)
+		return cfg, usageError{fmt.Errorf("MINTLEAF_REST_MAX_BODY_BYTES: %w", err)}
 	}
+	grpcTLS, err := strconv.ParseBool(envOr("MINTLEAF_GRPC_TLS", "false"))
+	if err != nil {
+		return cfg, usageError{fmt.Errorf("MINTLEAF_GRPC_TLS: %w", err)}
+	}
+	fs.BoolVar(&cfg.grpcTLS, "grpc-tls", grpcTLS,
+		"connect to the gRPC server over TLS, trusting the system roots (env MINTLEAF_GRPC_TLS)")
+	fs.StringVar(&cfg.grpcCA, "grpc-ca", os.Getenv("MINTLEAF_GRPC_CA"),
+		"PEM CA certificate(s) to trust for the gRPC server instead of the system roots; implies TLS (env MINTLEAF_GRPC_CA)")
+	fs.StringVar(&cfg.grpcServerName, "grpc-server-name", os.Getenv("MINTLEAF_GRPC_SERVER_NAME"),
+		"name to verify in the gRPC server's certificate instead of the --grpc host (env MINTLEAF_GRPC_SERVER_NAME)")
+	fs.StringVar(&cfg.tlsCert, "tls-cert", os.Getenv("MINTLEAF_REST_TLS_CERT"),
+		"serve HTTPS with this PEM certificate (chain allowed); needs --tls-key (env MINTLEAF_REST_TLS_CERT)")
+	fs.StringVar(&cfg.tlsKey, "tls-key", os.Getenv("MINTLEAF_REST_TLS_KEY"),
+		"PEM private key of --tls-cert (env MINTLEAF_REST_TLS_KEY)")
+	fs.StringVar(&cfg.corsOrigins, "cors-origins", os.Getenv("MINTLEAF_REST_CORS_ORIGINS"),
+		"comma-separated origins allowed by CORS (https://app.example), or *; empty: no CORS (env MINTLEAF_REST_CORS_ORIGINS)")
 	fs.Int64Var(&cfg.maxBodyBytes, "max-body-bytes", maxBody,
 		"largest accepted request body (env MINTLEAF_REST_MAX_BODY_BYTES)")
 	// The server's own limit (limits.max_message_bytes) is 16 MiB; grpc-go's default receive limit
@@ -104,7 +174,7 @@ func parseFlags(args []string) (config, error) {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+		return cfg, usageError{fmt.Errorf("unexpected arguments: %v", fs.Args())}
 	}
 	return cfg, nil
 }
@@ -116,12 +186,12 @@ func envOr(name, fallback string) string {
 	return fallback
 }
 
-func run(cfg config) error {
+func run(cfg config, p prepared) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	conn, err := grpc.NewClient(cfg.grpcTarget,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(p.backendCreds),
 		grpc.WithUserAgent("mintleaf-gateway"),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(cfg.maxMsgBytes),
@@ -147,7 +217,8 @@ func run(cfg config) error {
 	root.Handle("/", limitBody(patchMask(gw, marshaler), marshaler, cfg.maxBodyBytes))
 
 	srv := &http.Server{
-		Handler:           root,
+		Handler:           cors(root, p.cors),
+		TLSConfig:         p.listenerTLS,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute, // whole request incl. body; responses are not limited
 		IdleTimeout:       2 * time.Minute,
@@ -159,10 +230,23 @@ func run(cfg config) error {
 		return fmt.Errorf("listen %s: %w", cfg.listen, err)
 	}
 	// Tests and scripts wait for this line and read the real port from it (--listen host:0).
-	fmt.Printf("mintleaf-gateway listening on %s (grpc backend %s)\n", ln.Addr(), cfg.grpcTarget)
+	scheme, backend := "http", "plaintext"
+	if p.listenerTLS != nil {
+		scheme = "https"
+	}
+	if cfg.grpcTLS || cfg.grpcCA != "" {
+		backend = "tls"
+	}
+	fmt.Printf("mintleaf-gateway listening on %s (%s; grpc backend %s, %s)\n", ln.Addr(), scheme, cfg.grpcTarget, backend)
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if p.listenerTLS != nil {
+			served <- srv.ServeTLS(ln, "", "") // the certificate is in srv.TLSConfig
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
