@@ -27,6 +27,7 @@ import pytest
 
 from mintleaf_server.llm.scripted import Reply
 from support.harness import ServerThread
+from support.tls import self_signed
 from support.world import World
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -423,15 +424,7 @@ BACKEND_NAME = "backend.mintleaf.test"  # a second name in the certificate, for 
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and BACKEND_NAME (openssl, valid one day); it
     serves both the backend's gRPC port and the gateway's HTTPS port."""
-    where = tmp_path_factory.mktemp("gw-tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", f"subjectAltName=IP:127.0.0.1,DNS:{BACKEND_NAME}"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("gw-tls"), BACKEND_NAME)
 
 
 @pytest.fixture(scope="module")
