@@ -84,6 +84,11 @@ export interface MintleafOptions {
   timeoutMs?: number;
   /** Extra Connect interceptors, run after the SDK's own (auth, error decoding). */
   interceptors?: Interceptor[];
+  /** Speak TLS to `target` (a server started with tls_cert_file/tls_key_file), trusting the
+   * system's CAs; a `baseUrl` of "https://..." does the same. */
+  tls?: boolean;
+  /** PEM CA certificate(s) to trust instead of the system's; implies `tls`. */
+  ca?: string | Buffer;
 }
 
 /** A field the server rejected, from google.rpc.BadRequest. */
@@ -167,9 +172,14 @@ export class Mintleaf {
   private readonly sessionManager: Http2SessionManager;
 
   constructor(options: MintleafOptions) {
-    this.baseUrl = options.baseUrl ?? toBaseUrl(options.target ?? "127.0.0.1:50051");
+    const secure = options.tls === true || options.ca !== undefined;
+    this.baseUrl = options.baseUrl ?? toBaseUrl(options.target ?? "127.0.0.1:50051", secure);
     // Our own session manager so that close() can end the connection (and let the process exit).
-    this.sessionManager = new Http2SessionManager(this.baseUrl);
+    this.sessionManager = new Http2SessionManager(
+      this.baseUrl,
+      undefined,
+      options.ca === undefined ? undefined : { ca: options.ca },
+    );
     const transport = createGrpcTransport({
       baseUrl: this.baseUrl,
       sessionManager: this.sessionManager,
@@ -196,8 +206,8 @@ export class Mintleaf {
   }
 }
 
-function toBaseUrl(target: string): string {
-  return target.includes("://") ? target : `http://${target}`;
+function toBaseUrl(target: string, secure: boolean): string {
+  return target.includes("://") ? target : `${secure ? "https" : "http"}://${target}`;
 }
 
 function bearer(apiKey: string): Interceptor {

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from mintleaf_server.llm.scripted import Reply
+from support.harness import ServerThread
+from support.tls import self_signed
 from support.world import World
 
 SDK = Path(__file__).resolve().parents[2] / "sdk_node"
@@ -33,7 +35,26 @@ def world(pg_url: str, redis_url: str, data_root: Path) -> Iterator[World]:
     w.close()
 
 
-def test_node_sdk_against_a_real_server(world: World) -> None:
+@pytest.fixture(scope="module")
+def tls_server(
+    pg_url: str, redis_url: str, data_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    """A second server (API only, same database) whose gRPC port speaks only TLS, for tls.test.ts."""
+    cert, key = self_signed(tmp_path_factory.mktemp("node-tls"))
+    srv = ServerThread(
+        pg_url,
+        redis_url,
+        data_root / "node-sdk-tls",
+        worker_enabled=False,
+        tls_cert_file=str(cert),
+        tls_key_file=str(key),
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_node_sdk_against_a_real_server(world: World, tls_server: ServerThread) -> None:
     node = shutil.which("node")
     assert node, "node is not on PATH"
     assert (SDK / "node_modules" / "tsx").is_dir(), "run `npm ci` in sdk_node (make setup) first"
@@ -45,6 +66,9 @@ def test_node_sdk_against_a_real_server(world: World) -> None:
         "MINTLEAF_TARGET": world.server.target,
         "MINTLEAF_API_KEY": world.server.new_key(),
         "NO_COLOR": "1",
+        "MINTLEAF_TLS_TARGET": tls_server.target,
+        "MINTLEAF_CA_FILE": tls_server.settings.tls_cert_file,
+        "MINTLEAF_TLS_API_KEY": tls_server.new_key(),
     }
     # Its own process group, so a timeout ends the test runner's file processes as well.
     proc = subprocess.Popen(
