@@ -175,6 +175,15 @@ def _status_name(context: Any) -> str:
     return "UNKNOWN"
 
 
+def _ended_by(exc: BaseException, context: Any) -> str:
+    """The status name of a call that ended with `exc` (an abort carries the call's status)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        return _status_name(context)
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return "UNKNOWN"
+
+
 def _metrics_of(servicer: Any, context: Any) -> Any:
     if isinstance(context, InternalContext):
         return None
@@ -196,14 +205,8 @@ def _measured_unary(
         code = "OK"
         try:
             return await handler(self, request, context)
-        except grpc.aio.AbortError:
-            code = _status_name(context)
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except BaseException:
-            code = "UNKNOWN"
+        except BaseException as exc:
+            code = _ended_by(exc, context)
             raise
         finally:
             method = names.get(type(self)) or names.setdefault(type(self), _method_name(self, measured))
@@ -237,14 +240,8 @@ def _measured_streaming(
             ) as items:
                 async for item in items:
                     yield item
-        except grpc.aio.AbortError:
-            code = _status_name(context)
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            code = "CANCELLED"
-            raise
-        except BaseException:
-            code = "UNKNOWN"
+        except BaseException as exc:
+            code = _ended_by(exc, context)
             raise
         finally:
             method = names.get(type(self)) or names.setdefault(type(self), _method_name(self, measured))

@@ -43,7 +43,6 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from mintleaf_server.api.tasks import agent_tool_names
 from mintleaf_server.dsl.parse import parse_task
 from mintleaf_server.engine.commands import (
     CancelBranches,
@@ -79,6 +78,7 @@ from mintleaf_server.engine.leases import Lease, Leases
 from mintleaf_server.engine.limits import Limits
 from mintleaf_server.engine.machine import TERMINAL_STATUSES, Environment, Machine
 from mintleaf_server.engine.queue import ReadyQueue, lease_name, member, parse_member
+from mintleaf_server.engine.resolve import ExecutionContextError, load_agent
 from mintleaf_server.engine.timers import TimerWheel
 from mintleaf_server.metrics import EngineStats
 from mintleaf_server.store.executions import Q
@@ -151,6 +151,16 @@ def _ends_quietly(cmds: list[Command]) -> bool:
     its fan-out told: no timer, wait, effect, nested fan-out, failure or `return`."""
     end = cmds[-1] if cmds else None
     return isinstance(end, Finish) and not end.returned and all(isinstance(c, Record) for c in cmds[:-1])
+
+
+def _branch_result(state: dict[str, Any]) -> dict[str, Any]:
+    """A succeeded branch's result row: its output, the keys it `set`, whether it `return`ed."""
+    root = state["frames"][0] if state["frames"] else {}
+    return {
+        "output": state.get("result"),
+        "state": root.get("delta", {}),
+        "returned": bool(state.get("returned")),
+    }
 
 
 def _record_row(r: Record) -> dict[str, Any]:
@@ -439,25 +449,16 @@ class Worker:
     ) -> None:
         """One statement for the terminal commits of several branches of one fan-out."""
         first = group[0][0]
-        items: list[dict[str, Any]] = []
-        total = 0
-        for unit, new, cmds in group:
-            rows = [_record_row(c) for c in cmds if isinstance(c, Record)]
-            total += len(rows)
-            root = new["frames"][0] if new["frames"] else {}
-            items.append(
-                {
-                    "key": unit.run,
-                    "epoch": unit.epoch,
-                    "state": new,
-                    "result": {
-                        "output": new.get("result"),
-                        "state": root.get("delta", {}),
-                        "returned": False,
-                    },
-                    "rows": rows,
-                }
-            )
+        items: list[dict[str, Any]] = [
+            {
+                "key": unit.run,
+                "epoch": unit.epoch,
+                "state": new,
+                "result": _branch_result(new),
+                "rows": [_record_row(c) for c in cmds if isinstance(c, Record)],
+            }
+            for unit, new, cmds in group
+        ]
         crash_point("before_commit")
         got = await (
             await conn.execute(
@@ -478,16 +479,7 @@ class Worker:
         self.stats.transitions += n
         self._outbox.append((f"{self.prefix}tx:{first.eid}", n))
         self._outbox_ready.set()
-        promoted = [member(str(first.eid), key, str(first.dev)) for key in got["promoted"] or []]
-        key = f"{self.prefix}fo:{first.eid}:{first.row['fanout_id']}"
-        pipe = self.redis.pipeline(transaction=False)
-        if promoted:
-            pipe.zadd(self.queue.key, dict.fromkeys(promoted, time.time()), nx=True)
-        pipe.incrby(key, len(committed))
-        pipe.expire(key, 86_400)
-        res = await pipe.execute()
-        if int(res[-2]) >= int(first.row["total"]):
-            await self.queue.push(member(str(first.eid), first.row["parent_run"], str(first.dev)))
+        await self.queue.push(*await self._branches_ended(first, list(got["promoted"] or []), len(committed)))
 
     # -- one run -------------------------------------------------------------------------------
 
@@ -509,21 +501,17 @@ class Worker:
                 )
             ).fetchone()
             agent = None
-            if names is None:
+            if names is None:  # an execution from before contexts: the agent as it is now
                 task = await (
                     await conn.execute(
                         "SELECT agent_id FROM tasks WHERE developer_id = %s AND id = %s", (dev, task_id)
                     )
                 ).fetchone()
+                names = []
                 if task is not None:
-                    agent = await (
-                        await conn.execute(
-                            "SELECT id, name, canonical_name, about, model, instructions, default_settings,"
-                            " metadata FROM agents WHERE developer_id = %s AND id = %s",
-                            (dev, task["agent_id"]),
-                        )
-                    ).fetchone()
-                names = await agent_tool_names(conn, dev, task["agent_id"]) if task is not None else []
+                    with contextlib.suppress(ExecutionContextError):
+                        agent, tools = await load_agent(conn, dev, task["agent_id"])
+                        names = [t["name"] for t in tools]
             # What `agent` and `task` mean in expressions and templates ({{agent.name}}).
             self._env_data[key] = {
                 "agent": None if agent is None else {**agent, "id": str(agent["id"])},
@@ -732,12 +720,7 @@ class Worker:
         status = new["status"]
         result: Any = None
         if status == "succeeded":
-            root = new["frames"][0] if new["frames"] else {}
-            result = {
-                "output": new.get("result"),
-                "state": root.get("delta", {}),
-                "returned": bool(new.get("returned")),
-            }
+            result = _branch_result(new)
         elif status in ("failed", "cancelled"):
             result = new.get("error") or {}
         branch_status = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}.get(
@@ -896,19 +879,24 @@ class Worker:
 
     async def _branch_ended(self, conn: Any, unit: _Unit, cmd: Command) -> list[str]:
         """The sliding window moves on; the parent is woken when its fan-out is decided."""
-        fanout = unit.row["fanout_id"]
-        out = [member(str(unit.eid), key, str(unit.dev)) for key in unit.promoted]
-        parent = member(str(unit.eid), unit.row["parent_run"], str(unit.dev))
         decisive = not isinstance(cmd, Finish) or cmd.returned
         if decisive:
-            out.append(parent)
-            return out
-        # One round trip: the branches the window promoted are queued with the counter bump.
-        key = f"{self.prefix}fo:{unit.eid}:{fanout}"
+            out = [member(str(unit.eid), key, str(unit.dev)) for key in unit.promoted]
+            return [*out, member(str(unit.eid), unit.row["parent_run"], str(unit.dev))]
+        return await self._branches_ended(unit, unit.promoted, 1)
+
+    async def _branches_ended(self, unit: _Unit, promoted: list[str], n: int) -> list[str]:
+        """`n` branches of `unit`'s fan-out ended without deciding it: in one round trip, queue the
+        branches the window promoted and bump the fan-out's counter. Returns the parent to wake
+        when the counter reaches the total, else nothing."""
+        members = [member(str(unit.eid), key, str(unit.dev)) for key in promoted]
+        key = f"{self.prefix}fo:{unit.eid}:{unit.row['fanout_id']}"
         pipe = self.redis.pipeline(transaction=False)
-        if out:
-            pipe.zadd(self.queue.key, dict.fromkeys(out, time.time()), nx=True)
-        pipe.incr(key)
+        if members:
+            pipe.zadd(self.queue.key, dict.fromkeys(members, time.time()), nx=True)
+        pipe.incrby(key, n)
         pipe.expire(key, 86_400)
         got = await pipe.execute()
-        return [parent] if int(got[-2]) >= int(unit.row["total"]) else []
+        if int(got[-2]) >= int(unit.row["total"]):
+            return [member(str(unit.eid), unit.row["parent_run"], str(unit.dev))]
+        return []

@@ -172,6 +172,14 @@ def ddl_statements() -> list[str]:
     return []
 
 
+# What a claim of an execution's own flow returns (CLAIM_MAIN, CLAIM_MAIN_BY_ID).
+_CLAIMED_MAIN = """RETURNING developer_id, id, task_id, task_version, status, input, metadata, state, lease_epoch,
+  cancel_reason,
+  (SELECT jsonb_build_object('agent', c.context->'agent', 'tools', c.context->'agent_tool_names')
+   FROM execution_contexts c WHERE c.developer_id = executions.developer_id AND c.execution_id = executions.id) AS ctx
+"""
+
+
 class Q:
     """Named queries (psycopg, %s placeholders)."""
 
@@ -259,23 +267,23 @@ SELECT ARRAY(SELECT key FROM b) AS committed, (SELECT base FROM u) AS base, ARRA
     # Taking a run bumps its lease epoch: from now on only this worker's commits can succeed. `ctx`
     # is what the execution resolved at its start (agent, agent tool names); NULL for executions
     # created before contexts were stored at the start.
-    CLAIM_MAIN = """
+    CLAIM_MAIN = (
+        """
 UPDATE executions SET lease_epoch = lease_epoch + 1,
        status = CASE WHEN status = 'queued' THEN 'starting' ELSE status END
 WHERE developer_id = %s AND id = %s AND status IN ('queued','starting','running','awaiting_input')
-RETURNING developer_id, id, task_id, task_version, status, input, metadata, state, lease_epoch, cancel_reason,
-       (SELECT jsonb_build_object('agent', c.context->'agent', 'tools', c.context->'agent_tool_names')
-        FROM execution_contexts c WHERE c.developer_id = executions.developer_id AND c.execution_id = executions.id) AS ctx
 """
+        + _CLAIMED_MAIN
+    )
     # Without the developer id (a member queued by an older server): by id alone.
-    CLAIM_MAIN_BY_ID = """
+    CLAIM_MAIN_BY_ID = (
+        """
 UPDATE executions SET lease_epoch = lease_epoch + 1,
        status = CASE WHEN status = 'queued' THEN 'starting' ELSE status END
 WHERE id = %s AND status IN ('queued','starting','running','awaiting_input')
-RETURNING developer_id, id, task_id, task_version, status, input, metadata, state, lease_epoch, cancel_reason,
-       (SELECT jsonb_build_object('agent', c.context->'agent', 'tools', c.context->'agent_tool_names')
-        FROM execution_contexts c WHERE c.developer_id = executions.developer_id AND c.execution_id = executions.id) AS ctx
 """
+        + _CLAIMED_MAIN
+    )
 
     # Branches of one execution (one, or a burst popped together), with their fan-out and their
     # execution, in one round trip.
