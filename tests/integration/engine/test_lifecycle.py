@@ -22,6 +22,7 @@ from engine_flows import (
 )
 
 from mintleaf import FieldMask, v1
+from mintleaf_server._proto.mintleaf.v1 import executions_pb2, executions_pb2_grpc
 from support.errors import expect_error
 
 S = v1.ExecutionStatus
@@ -295,3 +296,18 @@ def test_expressions_see_the_agent_as_it_was_when_the_execution_started(client: 
         assert finished(client, ex.id).status == S.SUCCEEDED
     assert output(finished(client, first.id)) == {"name": "Runner"}
     assert output(finished(client, second.id)) == {"name": "Renamed"}
+
+
+def test_a_finished_executions_stream_ends_once_its_log_is_sent(server: Any) -> None:
+    """No wait for a notification that cannot come: the whole log, then the end. (The stream used
+    to wait one poll interval, 1 s, first; the deadline below leaves twice the time it needs.)"""
+    key = server.new_key()
+    with server.client(key) as client:
+        ex, log = run_to_end(client, {"name": "done", "main": [{"evaluate": {"i": "$ 1"}}]})
+    with grpc.insecure_channel(server.target) as channel:
+        stub = executions_pb2_grpc.ExecutionServiceStub(channel)
+        request = executions_pb2.StreamTransitionsRequest(execution_id=ex.id)
+        got = list(
+            stub.StreamTransitions(request, metadata=(("authorization", f"Bearer {key}"),), timeout=0.5)
+        )
+    assert [t.sequence for t in got] == [t.sequence for t in log]
